@@ -1,0 +1,135 @@
+"""retouch's /v1/background-eraser over HTTP against rembg's own `remove()`, same images, same u2net.onnx.
+
+Both make the RGBA cut-out from JPEG bytes and return PNG bytes. retouch runs as a real
+`retouch serve` process (one worker); rembg runs in this process with its model folder pointed at
+the installed file, so neither downloads anything. Calls are interleaved, warm-up excluded.
+Prints the medians and the ratio retouch / rembg (goal: at most 1.0).
+
+    .venv/bin/pip install -e '.[bench]'
+    .venv/bin/python bench/background_eraser.py [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+from skimage import data
+
+from retouch.config import Settings
+from retouch.weights.store import locate
+
+
+def jpeg(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def photos() -> dict[str, bytes]:
+    astronaut = data.astronaut()
+    large = np.asarray(Image.fromarray(astronaut).resize((1536, 1536), Image.Resampling.LANCZOS))
+    return {
+        "chelsea 451x300": jpeg(data.chelsea()),
+        "coffee 600x400": jpeg(data.coffee()),
+        "astronaut 512x512": jpeg(astronaut),
+        "astronaut 1536x1536": jpeg(large),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(weights_dir: Path, home: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    environment = {**os.environ, "RETOUCH_HOME": str(home), "RETOUCH_WEIGHTS_DIR": str(weights_dir), "RETOUCH_LOG_LEVEL": "warning"}
+    process = subprocess.Popen([sys.executable, "-m", "retouch.cli", "serve", "--port", str(port), "--workers", "1"], env=environment)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz").status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise SystemExit("retouch serve did not become ready")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5, help="timed calls per image and side")
+    arguments = parser.parse_args()
+
+    settings = Settings()
+    model_file = locate("u2net", settings)
+    os.environ["U2NET_HOME"] = str(model_file.parent)
+    from rembg import new_session, remove
+
+    session = new_session("u2net")
+    images = photos()
+    with tempfile.TemporaryDirectory() as home:
+        server, base = start_server(model_file.parent, Path(home))
+        client = httpx.Client(timeout=120)
+        try:
+
+            def retouch_call(payload: bytes) -> bytes:
+                response = client.post(
+                    f"{base}/v1/background-eraser",
+                    files={"image": ("photo.jpg", payload, "image/jpeg")},
+                    data={"return_mask": "false"},
+                )
+                response.raise_for_status()
+                return response.content
+
+            def rembg_call(payload: bytes) -> bytes:
+                return remove(payload, session=session)
+
+            for payload in images.values():
+                retouch_call(payload)
+                rembg_call(payload)
+
+            timings: dict[str, dict[str, list[float]]] = {name: {"retouch": [], "rembg": []} for name in images}
+            for _ in range(arguments.rounds):
+                for name, payload in images.items():
+                    for side, call in (("rembg", rembg_call), ("retouch", retouch_call)):
+                        started = time.perf_counter()
+                        call(payload)
+                        timings[name][side].append(time.perf_counter() - started)
+        finally:
+            client.close()
+            server.send_signal(signal.SIGINT)
+            server.wait(timeout=30)
+
+    print(f"background-eraser, RGBA cut-out, u2net.onnx, {arguments.rounds} rounds, {os.cpu_count()} cores")
+    print(f"{'image':<22}{'rembg remove() s':>18}{'retouch /v1 s':>16}{'ratio':>8}")
+    totals = {"retouch": [], "rembg": []}
+    for name, sides in timings.items():
+        rembg_median = statistics.median(sides["rembg"])
+        retouch_median = statistics.median(sides["retouch"])
+        totals["rembg"].append(rembg_median)
+        totals["retouch"].append(retouch_median)
+        print(f"{name:<22}{rembg_median:>18.3f}{retouch_median:>16.3f}{retouch_median / rembg_median:>8.2f}")
+    ratio = sum(totals["retouch"]) / sum(totals["rembg"])
+    print(f"{'all (sum of medians)':<22}{sum(totals['rembg']):>18.3f}{sum(totals['retouch']):>16.3f}{ratio:>8.2f}")
+    print(f"ratio retouch/rembg: {ratio:.2f} (goal: at most 1.00)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""One typed Settings object, read from the environment (prefix ``RETOUCH_``) and validated at start."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AnyHttpUrl, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path(os.path.expanduser("~/.cache/retouch"))
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Each field is read from ``RETOUCH_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="RETOUCH_", extra="ignore", frozen=True)
+
+    home: Path = Field(default_factory=_default_home, description="Folder for job data, the queue database and weights.")
+    weights_dir: Path | None = Field(default=None, description="Folder of the weight files; defaults to HOME/weights.")
+    host: str = Field(default="127.0.0.1", description="Address `retouch serve` listens on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `retouch serve` listens on.")
+    workers: int = Field(default=1, ge=0, le=64, description="Worker threads `retouch serve` runs in its own process (0: API only).")
+    sync_timeout: float = Field(
+        default=25.0,
+        gt=0,
+        description="Seconds a /v1 request waits for its job before answering 504 with the request id. "
+        "Below the segmind SDK's 30 s client timeout, so that its users get the id.",
+    )
+    retention: float = Field(default=3600.0, gt=0, description="Seconds a finished request and its images are kept.")
+    max_body_bytes: int = Field(default=50_000_000, ge=1024, description="Largest request body; over it: 413.")
+    max_image_bytes: int = Field(default=50_000_000, ge=1024, description="Largest image fetched from a URL or given as base64.")
+    max_image_pixels: int = Field(default=4096 * 4096, ge=64 * 64, description="Largest image, in pixels (width x height).")
+    public_base_url: AnyHttpUrl | None = Field(
+        default=None, description="Base URL that result links use (e.g. https://retouch.example.com); default: taken from the request."
+    )
+    allow_private_urls: bool = Field(
+        default=False, description="Allow image URLs on loopback and private networks. Only for a trusted network."
+    )
+    fetch_connect_timeout: float = Field(default=5.0, gt=0, description="Seconds to connect to an image URL.")
+    fetch_read_timeout: float = Field(default=20.0, gt=0, description="Seconds to wait for each read from an image URL.")
+    max_queued: int = Field(default=1000, ge=1, description="Requests that may wait in the queue; past it: 429.")
+    idle_poll: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Seconds an idle worker waits before looking at the queue again when no wake-up arrives.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where engines run.")
+    background_eraser_model: Literal["u2net", "u2netp"] = Field(default="u2net", description="U²-Net variant of background-eraser.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
+
+    @field_validator("home", "weights_dir")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
+
+    @cached_property
+    def weights_path(self) -> Path:
+        return self.weights_dir or self.home / "weights"
+
+    @cached_property
+    def jobs_path(self) -> Path:
+        return self.home / "jobs"
+
+    @cached_property
+    def run_path(self) -> Path:
+        """Folder of the notification sockets of the processes that share this home."""
+        return self.home / "run"
+
+    def prepare_folders(self) -> None:
+        for folder in (self.home, self.weights_path, self.jobs_path, self.run_path):
+            folder.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,81 @@
+"""Domain errors. Models, engines and the imaging code raise these; one handler maps them to HTTP.
+
+Each message is for a person: it names the bad value and what is allowed instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RetouchError(Exception):
+    """Base of every error retouch reports to a client."""
+
+    status_code = 500
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+class InvalidInput(RetouchError):
+    """A parameter is missing, unknown, of the wrong type or out of range."""
+
+    status_code = 400
+
+
+class ImageError(InvalidInput):
+    """An image could not be read: bad encoding, unsupported format, too large, refused URL."""
+
+
+class URLRefused(ImageError):
+    """An image URL points somewhere retouch will not fetch from (SSRF guard)."""
+
+
+class NotFound(RetouchError):
+    status_code = 404
+
+
+class PayloadTooLarge(RetouchError):
+    status_code = 413
+
+
+class JobFailed(RetouchError):
+    """A request was accepted and then failed while it ran (the job's error is the message)."""
+
+    status_code = 422
+
+
+class QueueFull(RetouchError):
+    status_code = 429
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class EngineNotBuilt(RetouchError):
+    """The slug is in the contract but its engine is not part of this release yet."""
+
+    status_code = 501
+
+
+class ServiceUnavailable(RetouchError):
+    """Something the request needs is missing or unreachable: weights, the queue, a worker."""
+
+    status_code = 503
+
+
+class WeightsMissing(ServiceUnavailable):
+    pass
+
+
+class SyncTimeout(RetouchError):
+    """A /v1 request did not finish in time; its job goes on and can be polled."""
+
+    status_code = 504
+
+    def __init__(self, message: str, request_id: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, {"request_id": request_id, **(details or {})})
+        self.request_id = request_id

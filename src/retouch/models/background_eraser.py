@@ -1,0 +1,52 @@
+"""background-eraser: the subject's mask, or the RGBA cut-out, from U²-Net."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from retouch.config import Settings
+from retouch.imaging.masks import grow_mask, invert_mask, mask_as_alpha
+from retouch.models.base import Model, ModelInput, ModelResult, image_field
+
+
+class BackgroundEraserInput(ModelInput):
+    image: str = image_field("The photo whose subject is kept.")
+    return_mask: bool = Field(default=True, description="Return the mask (white = foreground); false returns the RGBA cut-out.")
+    invert_mask: bool = Field(default=False, description="Invert the produced mask (select the background).")
+    grow_mask: int = Field(default=0, ge=0, le=50, description="Dilate the produced mask by this many pixels.")
+
+
+class BackgroundEraser(Model):
+    slug: ClassVar[str] = "background-eraser"
+    Input: ClassVar[type[ModelInput]] = BackgroundEraserInput
+    summary: ClassVar[str] = "Cut-out or mask of the subject (U²-Net)."
+
+    def engine_name(self, settings: Settings) -> str:
+        return settings.background_eraser_model
+
+    def check_ready(self, settings: Settings) -> None:
+        from retouch.weights.store import locate
+
+        locate(settings.background_eraser_model, settings)
+
+    def create_engine(self, settings: Settings) -> Any:
+        from retouch.engines.u2net import U2NetEngine
+
+        return U2NetEngine.from_settings(settings, variant=settings.background_eraser_model)
+
+    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any) -> ModelResult:
+        assert isinstance(params, BackgroundEraserInput)
+        image = images["image"]
+        mask = engine.predict(image)
+        mask = grow_mask(mask, params.grow_mask)
+        if params.invert_mask:
+            mask = invert_mask(mask)
+        if params.return_mask:
+            return ModelResult(images=[mask])
+        return ModelResult(images=[mask_as_alpha(image, mask)])
+
+
+MODEL = BackgroundEraser()

@@ -1,0 +1,200 @@
+"""Every status code of the contract that this service produces, each with an `error` body."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from images import b64, decode
+
+IMAGE_ONLY = "fake-invert"
+
+
+def assert_error(response, status: int, *fragments: str) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert isinstance(body.get("error"), str) and body["error"]
+    for fragment in fragments:
+        assert fragment in body["error"], body["error"]
+    assert response.headers.get("x-request-id")
+    return body["error"]
+
+
+def test_unknown_parameter_is_named(client, photo):
+    response = client.post(f"/v1/{IMAGE_ONLY}", json={"image": b64(photo), "colour": "red"})
+    assert_error(response, 400, "unknown parameter 'colour'")
+
+
+def test_out_of_range_names_value_and_range(client, photo):
+    response = client.post(f"/v1/{IMAGE_ONLY}", json={"image": b64(photo), "samples": 9})
+    assert_error(response, 400, "samples=9", "1 to 4")
+
+
+def test_wrong_type_names_value_and_expected_type(client, photo):
+    response = client.post(f"/v1/{IMAGE_ONLY}", json={"image": b64(photo), "samples": "many"})
+    assert_error(response, 400, "samples='many'", "integer", "1 to 4")
+
+
+def test_missing_required_parameter(client):
+    assert_error(client.post(f"/v1/{IMAGE_ONLY}", json={}), 400, "missing required parameter 'image'")
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [(b"", "empty"), (b"{not json", "not valid JSON"), (b"[1, 2]", "JSON object")],
+)
+def test_body_that_is_not_a_json_object(client, body, fragment):
+    response = client.post(f"/v1/{IMAGE_ONLY}", content=body, headers={"content-type": "application/json"})
+    assert_error(response, 400, fragment)
+
+
+def test_every_real_slug_validates_its_input(client):
+    """Validation answers for all five slugs, built or not: a bad value is 400 before anything else."""
+    cases = {
+        "magic-eraser": {"image": "x", "mask": "y", "grow_mask": 101},
+        "background-eraser": {"image": "x", "grow_mask": 51},
+        "automatic-mask-generator": {"image": "x", "prompt": "cat", "threshold": 1.5},
+        "inpaint-mask-maker": {"image": "x", "prompt": "cat", "iou_thresh": -0.1},
+        "bg-replace": {"image": "x", "ref_image": "y", "prompt": "beach", "num_inference_steps": 10},
+    }
+    for slug, params in cases.items():
+        name = next(key for key in params if key not in ("image", "mask", "ref_image", "prompt"))
+        assert_error(client.post(f"/v1/{slug}", json=params), 400, f"{name}=")
+        assert_error(client.post(f"/v2/{slug}", json=params), 400, f"{name}=")
+
+
+def test_undecodable_image(client):
+    response = client.post(f"/v1/{IMAGE_ONLY}", json={"image": "aGVsbG8gd29ybGQ="})
+    assert_error(response, 400, "image")
+
+
+def test_empty_image_string(client):
+    assert_error(client.post(f"/v1/{IMAGE_ONLY}", json={"image": ""}), 400, "image", "empty")
+
+
+def test_loopback_url_refused_by_default(client):
+    response = client.post(f"/v1/{IMAGE_ONLY}", json={"image": "http://127.0.0.1:9/cat.png"})
+    assert_error(response, 400, "image")
+
+
+def test_image_over_pixel_limit(make_client):
+    big = np.zeros((80, 80, 3), np.uint8)
+    with make_client(max_image_pixels=64 * 64) as client:
+        response = client.post(f"/v1/{IMAGE_ONLY}", json={"image": b64(big)})
+    assert_error(response, 400, "80x80", str(64 * 64))
+
+
+def test_mask_of_another_aspect_ratio(client, photo):
+    mask = np.zeros((30, 30), np.uint8)
+    response = client.post("/v1/fake-mask-echo", json={"image": b64(photo), "mask": b64(mask)})
+    assert_error(response, 400, "mask", "aspect")
+
+
+def test_unknown_slug_is_404(client, photo):
+    for version in ("v1", "v2"):
+        response = client.post(f"/{version}/no-such-model", json={"image": b64(photo)})
+        assert_error(response, 404, "no-such-model", "background-eraser")
+
+
+def test_unknown_request_id_is_404(client):
+    for path in ("/v2/requests/abc/status", "/v2/requests/abc", "/v2/requests/abc/output/0"):
+        assert_error(client.get(path), 404, "abc")
+
+
+def test_unknown_route_and_wrong_method_have_error_bodies(client):
+    assert_error(client.get("/nothing/here"), 404, "/nothing/here")
+    assert_error(client.get(f"/v1/{IMAGE_ONLY}"), 405, "GET")
+
+
+def test_body_over_limit_is_413_from_content_length(make_client):
+    with make_client(max_body_bytes=4096) as client:
+        response = client.post(f"/v1/{IMAGE_ONLY}", content=b"x" * 10_000, headers={"content-type": "application/json"})
+    assert_error(response, 413, "4096")
+
+
+def test_body_over_limit_is_413_while_streaming(make_client):
+    sent = []
+
+    def chunks():
+        for _ in range(100):
+            sent.append(1)
+            yield b"x" * 1024
+
+    with make_client(max_body_bytes=4096) as client:
+        response = client.post(f"/v1/{IMAGE_ONLY}", content=chunks(), headers={"content-type": "application/json"})
+    assert "content-length" not in {key.lower() for key in response.request.headers}
+    assert_error(response, 413, "4096")
+
+
+def test_failed_request_is_422_with_its_error_and_no_internals(client, photo):
+    response = client.post("/v1/fake-exc-in-predict", json={"image": b64(photo)})
+    error = assert_error(response, 422, "internal error")
+    body = response.json()
+    assert body["status"] == "FAILED"
+    assert body["request_id"] in error
+    assert "secret internal detail" not in response.text
+    for path in (f"/v2/requests/{body['request_id']}/status", f"/v2/requests/{body['request_id']}"):
+        assert_error(client.get(path), 422, "internal error")
+
+
+def test_domain_error_while_running_keeps_its_message(client, photo):
+    response = client.post("/v1/fake-refuses-in-predict", json={"image": b64(photo)})
+    assert_error(response, 422, "nothing matching 'unicorn' was found")
+
+
+def test_full_queue_is_429_with_retry_after(make_client, photo):
+    with make_client(workers=0, max_queued=1) as client:
+        assert client.post(f"/v2/{IMAGE_ONLY}", json={"image": b64(photo)}).status_code == 200
+        response = client.post(f"/v2/{IMAGE_ONLY}", json={"image": b64(photo)})
+    assert_error(response, 429, "queue is full")
+    assert int(response.headers["retry-after"]) > 0
+
+
+def test_internal_error_is_500_with_request_id_and_no_trace(client, photo, monkeypatch):
+    from fakes import Invert
+
+    def broken(self, settings):
+        raise ZeroDivisionError("secret internal detail")
+
+    monkeypatch.setattr(Invert, "check_ready", broken)
+    response = client.post(f"/v1/{IMAGE_ONLY}", json={"image": b64(photo)})
+    error = assert_error(response, 500, response.headers["x-request-id"])
+    assert "secret internal detail" not in response.text and "Traceback" not in error
+
+
+def test_unbuilt_slug_is_501_naming_it(client, photo):
+    mask = np.zeros(photo.shape[:2], np.uint8)
+    response = client.post("/v1/magic-eraser", json={"image": b64(photo), "mask": b64(mask)})
+    assert_error(response, 501, "magic-eraser")
+
+
+def test_missing_weights_are_503_naming_the_command(client, photo):
+    assert_error(client.post("/v1/fake-missing-weights", json={"image": b64(photo)}), 503, "retouch models install")
+    # The real background-eraser with an empty weights folder.
+    assert_error(client.post("/v1/background-eraser", json={"image": b64(photo)}), 503, "retouch models install")
+
+
+def test_readyz_is_503_without_a_worker(make_client):
+    with make_client(workers=0) as client:
+        assert_error(client.get("/readyz"), 503, "retouch worker")
+    with make_client(workers=1) as client:
+        assert client.get("/readyz").status_code == 200
+
+
+def test_sync_timeout_is_504_and_the_job_goes_on(make_client, photo):
+    with make_client(sync_timeout=0.3) as client:
+        response = client.post("/v1/fake-slow", json={"image": b64(photo), "seconds": 1.5})
+        assert_error(response, 504, "poll")
+        body = response.json()
+        assert body["status_url"].startswith("http://testserver/v2/requests/")
+        deadline = time.monotonic() + 20
+        status = client.get(body["status_url"]).json()
+        while status["status"] != "COMPLETED" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            status = client.get(body["status_url"]).json()
+        assert status["status"] == "COMPLETED"
+        output = client.get(client.get(body["response_url"]).json()["output"])
+        assert output.status_code == 200
+        assert output.headers["content-type"] == "image/jpeg"
+        assert decode(output.content).shape == photo.shape

@@ -1,0 +1,83 @@
+"""The public segmind SDK (1.3.0), pointed at retouch, works unchanged: run_sync (/v1), run (/v2), failures."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uvicorn
+from images import b64, decode
+from fakes import ALL_MODELS
+from segmind import SegmindClient
+from segmind.exceptions import SegmindError
+from segmind.v2 import InferenceFailed
+
+from retouch.api.app import create_app
+from retouch.config import Settings
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def server_url(tmp_path: Path) -> Iterator[str]:
+    settings = Settings(home=tmp_path / "home", weights_dir=tmp_path / "weights")
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, models=ALL_MODELS, workers=1), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=20)
+
+
+@pytest.fixture
+def client(server_url: str) -> Iterator[SegmindClient]:
+    sdk = SegmindClient(api_key="anything", base_url=f"{server_url}/v1")
+    yield sdk
+    sdk._client.close()
+
+
+def test_run_sync_returns_the_image(client, photo):
+    response = client.run_sync("fake-invert", image=b64(photo), output_format="png")
+    assert response.headers["x-request-id"]
+    assert np.array_equal(decode(response.content), 255 - photo)
+
+
+def test_run_polls_v2_to_the_result(client, server_url, photo):
+    job = client.submit_async("fake-invert", image=b64(photo), output_format="png")
+    assert job.status_url.startswith(server_url + "/v2/requests/")
+    result = job.wait(timeout=30, interval=0.05)
+    assert result["status"] == "COMPLETED"
+    assert result["metrics"]["engine"] == "fake"
+    image = client._client.get(result["output"])
+    assert np.array_equal(decode(image.content), 255 - photo)
+    as_base64 = client.run("fake-invert", image=b64(photo), base64=True, output_format="png")
+    assert np.array_equal(decode(base64.b64decode(as_base64["output"])), 255 - photo)
+
+
+def test_failed_request_raises_inference_failed_with_the_error(client, photo):
+    job = client.submit_async("fake-refuses-in-predict", image=b64(photo))
+    with pytest.raises(InferenceFailed) as caught:
+        job.wait(timeout=30, interval=0.05)
+    assert "nothing matching 'unicorn'" in caught.value.detail
+
+
+def test_bad_parameter_reaches_the_sdk_as_its_error(client, photo):
+    with pytest.raises(SegmindError) as caught:
+        client.run_sync("fake-invert", image=b64(photo), samples=10)
+    assert caught.value.status == 400
+    assert "samples=10" in caught.value.detail
