@@ -82,7 +82,7 @@ def _corners(mask: np.ndarray) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_installed_weights_are_intact(weights_settings: Settings, installed_weights_dir: Path, variant: str) -> None:
-    assert verify(variant, weights_settings), f"{variant}.onnx fails its sha256 check; run `retouch models install {variant}` with force"
+    assert verify(variant, weights_settings), f"{variant}.onnx fails its sha256 check; run `retouch models install --force {variant}`"
     with (installed_weights_dir / f"{variant}.onnx").open("rb") as stream:
         md5 = hashlib.file_digest(stream, "md5").hexdigest()
     assert md5 == REMBG_MD5[variant]
@@ -128,7 +128,7 @@ def test_predict_from_several_threads(engines: dict[str, U2NetEngine], photos: d
 @pytest.fixture(scope="module")
 def rembg_sessions(installed_weights_dir: Path) -> Iterator[dict[str, Any]]:
     """rembg's own sessions on the installed files; a download attempt fails the test."""
-    rembg = pytest.importorskip("rembg", reason="rembg is in the bench extra: pip install -e .[bench]")
+    import rembg
     import pooch
 
     def refuse_download(

@@ -188,7 +188,7 @@ def test_unknown_name_lists_the_known_ones(settings: Settings, fake_registry: di
 
 
 def test_locate_names_the_install_command(settings: Settings) -> None:
-    with pytest.raises(WeightsMissing, match=r"u2net \(u2net\.onnx\) is not installed .*run `retouch models install u2net`"):
+    with pytest.raises(WeightsMissing, match=r"u2net\.onnx of the u2net engine is not installed .*run `retouch models install u2net`"):
         locate("u2net", settings)
     path = weight_path("u2netp", settings)
     path.parent.mkdir(parents=True)

@@ -83,7 +83,8 @@ def postprocess(output: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
     ``output`` is 1 x C x h x w; channel 0 is min-max normalised to 0..1, resized with
     INTER_LINEAR (INTER_AREA on an axis that shrinks) and scaled to 0..255. Resizing happens
-    before quantising, so the enlarged mask has no 8-bit steps.
+    before quantising, so the enlarged mask has no 8-bit steps; values are rounded where
+    rembg truncates (half a grey level of its difference).
     """
     if output.ndim != 4 or output.shape[0] < 1 or output.shape[1] < 1:
         raise ValueError(f"U²-Net output must be 1 x C x h x w, got shape {output.shape}")

@@ -45,8 +45,7 @@ def locate(name: str, settings: Settings) -> Path:
     if not is_installed(name, settings):
         state = "has the wrong size" if path.exists() else "is not installed"
         raise WeightsMissing(
-            f"the weights of {entry.engine} ({entry.filename}) {state} in {settings.weights_path}; "
-            f"run `retouch models install {name}`"
+            f"the weight file {entry.filename} of the {entry.engine} engine {state} in {settings.weights_path}; run `retouch models install {name}`"
         )
     return path
 
