@@ -198,3 +198,21 @@ def test_sync_timeout_is_504_and_the_job_goes_on(make_client, photo):
         assert output.status_code == 200
         assert output.headers["content-type"] == "image/jpeg"
         assert decode(output.content).shape == photo.shape
+
+
+def test_framework_validation_errors_are_400_with_error_key(client):
+    assert_error(client.get("/v2/requests/abc/output/first"), 400, "index")
+
+
+def test_url_that_is_not_an_image(make_client, image_server):
+    base = image_server({"/page.html": b"<!doctype html><html><body>hello</body></html>"})
+    with make_client(allow_private_urls=True) as client:
+        response = client.post(f"/v1/{IMAGE_ONLY}", json={"image": f"{base}/page.html"})
+    assert_error(response, 400, "not an image")
+
+
+def test_url_that_does_not_exist(make_client, image_server):
+    base = image_server({})
+    with make_client(allow_private_urls=True) as client:
+        response = client.post(f"/v1/{IMAGE_ONLY}", json={"image": f"{base}/missing.png"})
+    assert_error(response, 400, "404")

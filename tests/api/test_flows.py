@@ -226,3 +226,19 @@ def test_openapi_documents_each_slug(client):
 def test_health(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready"}
+
+
+def test_the_periodic_task_deletes_expired_results(make_client, photo, tmp_path):
+    import datetime
+
+    with make_client(retention=0.3) as client:
+        submitted = client.post("/v2/fake-invert", json={"image": b64(photo)}).json()
+        assert wait_completed(client, submitted["status_url"])["status"] == "COMPLETED"
+        time.sleep(0.5)
+        service: Service = client.app.state.service
+        due = service.huey.read_periodic(datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None))
+        assert [task.name for task in due] == ["retouch.cleanup"]
+        for task in due:
+            service.huey.execute(task)
+        assert not (tmp_path / "home" / "jobs" / submitted["request_id"]).exists()
+        assert service.records.get(submitted["request_id"]) is None

