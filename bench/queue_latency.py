@@ -23,6 +23,7 @@ import numpy as np
 from huey.consumer import Consumer
 
 from retouch.config import Settings
+from retouch.jobs.engine_cache import EngineCache
 from retouch.jobs.service import Service
 from retouch.models.base import Model, ModelInput, ModelResult, image_field
 
@@ -38,7 +39,7 @@ class Trivial(Model):
     def engine_name(self, settings: Settings) -> str:
         return "none"
 
-    def create_engine(self, settings: Settings) -> Any:
+    def create_engine(self, settings: Settings, engines: EngineCache) -> Any:
         return _NoEngine()
 
     def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any) -> ModelResult:

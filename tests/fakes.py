@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import Field
 
 from retouch.config import Settings
+from retouch.jobs.engine_cache import EngineCache
 from retouch.errors import InvalidInput, WeightsMissing
 from retouch.imaging.masks import invert_mask
 from retouch.models.base import Model, ModelInput, ModelResult, image_field
@@ -38,7 +39,7 @@ class FakeModel(Model):
     def engine_name(self, settings: Settings) -> str:
         return "fake"
 
-    def create_engine(self, settings: Settings) -> Any:
+    def create_engine(self, settings: Settings, engines: EngineCache) -> Any:
         return FakeEngine()
 
 

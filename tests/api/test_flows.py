@@ -190,7 +190,8 @@ def test_engine_loads_once_under_concurrent_first_requests(make_client, photo):
     FakeEngine.setups = 0
     with make_client(workers=2) as client:
         bodies = [client.post("/v2/fake-invert", json={"image": b64(photo)}).json() for _ in range(4)]
-        assert all(wait_completed(client, body["status_url"])["status"] == "COMPLETED" for body in bodies)
+        statuses = [wait_completed(client, body["status_url"]) for body in bodies]
+        assert [status["status"] for status in statuses] == ["COMPLETED"] * 4, statuses
     assert FakeEngine.setups == 1
 
 
@@ -242,3 +243,16 @@ def test_the_periodic_task_deletes_expired_results(make_client, photo, tmp_path)
             service.huey.execute(task)
         assert not (tmp_path / "home" / "jobs" / submitted["request_id"]).exists()
         assert service.records.get(submitted["request_id"]) is None
+
+
+def test_cleanup_spares_a_submission_in_flight_and_removes_old_orphans(client):
+    import os
+
+    service: Service = client.app.state.service
+    service.blobs.put("in-flight", "input-image.npy", b"written before its record")
+    service.blobs.put("orphan", "output-0.png", b"record already deleted")
+    old = time.time() - 7200
+    os.utime(service.blobs.root / "orphan", (old, old))
+    service.cleanup_expired()
+    assert service.blobs.get("in-flight", "input-image.npy") is not None
+    assert not (service.blobs.root / "orphan").exists()

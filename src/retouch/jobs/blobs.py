@@ -54,5 +54,13 @@ class BlobStore:
     def delete_job(self, job_id: str) -> None:
         shutil.rmtree(self._path(job_id, "x").parent, ignore_errors=True)
 
-    def job_ids(self) -> list[str]:
-        return [entry.name for entry in self.root.iterdir() if entry.is_dir()]
+    def job_ids(self, older_than: float | None = None) -> list[str]:
+        """Ids of the job folders, optionally only those last modified before `older_than` (a timestamp)."""
+        ids = []
+        for entry in self.root.iterdir():
+            try:
+                if entry.is_dir() and (older_than is None or entry.stat().st_mtime < older_than):
+                    ids.append(entry.name)
+            except FileNotFoundError:
+                continue
+        return ids

@@ -1,14 +1,21 @@
-"""Engines are loaded once per worker process and stay loaded; concurrent first requests load once."""
+"""Engines are loaded once per worker process and stay loaded; concurrent first requests load once.
+
+Engines are kept by name, and a composite engine (the text-to-mask detector with its U²-Net
+refiner) asks for its parts by name too, so a worker that serves several slugs holds one U²-Net.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from retouch.config import Settings
-from retouch.models.base import Model
+
+if TYPE_CHECKING:
+    from retouch.models.base import Model
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +33,11 @@ class EngineCache:
             return self._locks.setdefault(name, threading.Lock())
 
     def get(self, model: Model) -> Any:
-        name = model.engine_name(self._settings)
+        """The engine of a model under the current settings, loaded and set up on first use."""
+        return self.shared(model.engine_name(self._settings), lambda: model.create_engine(self._settings, self))
+
+    def shared(self, name: str, factory: Callable[[], Any]) -> Any:
+        """The engine called `name`, made by `factory` and set up the first time it is asked for."""
         engine = self._engines.get(name)
         if engine is not None:
             return engine
@@ -36,7 +47,7 @@ class EngineCache:
                 from retouch.engines.device import resolve_device
 
                 started = time.perf_counter()
-                engine = model.create_engine(self._settings)
+                engine = factory()
                 engine.setup(resolve_device(self._settings.device))
                 self._engines[name] = engine
                 self.loads += 1

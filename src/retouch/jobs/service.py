@@ -32,6 +32,7 @@ from retouch.models.base import Model, ModelInput
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
+ORPHAN_GRACE_SECONDS = 600.0
 
 
 @dataclass
@@ -199,10 +200,11 @@ class Service:
         for job_id in ids:
             self.blobs.delete_job(job_id)
             self.records.delete(job_id)
-        known = set(self.blobs.job_ids())
-        for job_id in known:
-            # Folders of requests whose record is gone (a crash between the two deletes).
-            if self.records.get(job_id) is None and job_id not in ids:
+        # Folders without a record: a crash between the two deletes above. A submission writes its
+        # inputs before its record, so only folders older than any submission in flight are orphans.
+        orphan_age = max(self.settings.retention, ORPHAN_GRACE_SECONDS)
+        for job_id in self.blobs.job_ids(older_than=time.time() - orphan_age):
+            if self.records.get(job_id) is None:
                 self.blobs.delete_job(job_id)
         return len(ids)
 

@@ -8,6 +8,7 @@ import numpy as np
 from pydantic import Field
 
 from retouch.config import Settings
+from retouch.jobs.engine_cache import EngineCache
 from retouch.imaging.masks import grow_mask, invert_mask, mask_as_alpha
 from retouch.models.base import Model, ModelInput, ModelResult, image_field
 
@@ -32,7 +33,7 @@ class BackgroundEraser(Model):
 
         locate(settings.background_eraser_model, settings)
 
-    def create_engine(self, settings: Settings) -> Any:
+    def create_engine(self, settings: Settings, engines: EngineCache) -> Any:
         from retouch.engines.u2net import U2NetEngine
 
         return U2NetEngine.from_settings(settings, variant=settings.background_eraser_model)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from retouch.config import Settings
 from retouch.errors import EngineNotBuilt
+
+if TYPE_CHECKING:
+    from retouch.jobs.engine_cache import EngineCache
 
 SEED_MAX = 999_999_999_999_999
 
@@ -82,8 +85,9 @@ class Model(ABC):
         return True
 
     @abstractmethod
-    def create_engine(self, settings: Settings) -> Any:
-        """A new engine, not yet set up. Called once per worker process per engine name."""
+    def create_engine(self, settings: Settings, engines: EngineCache) -> Any:
+        """A new engine, not yet set up. Called once per worker process per engine name; a composite
+        engine takes its parts from `engines.shared(name, factory)` so they are loaded once."""
 
     @abstractmethod
     def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any) -> ModelResult:
@@ -104,7 +108,7 @@ class UnbuiltModel(Model):
     def check_ready(self, settings: Settings) -> None:
         raise self._refuse()
 
-    def create_engine(self, settings: Settings) -> Any:
+    def create_engine(self, settings: Settings, engines: EngineCache) -> Any:
         raise self._refuse()
 
     def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any) -> ModelResult:
