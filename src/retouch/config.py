@@ -32,7 +32,11 @@ class Settings(BaseSettings):
         "Below the segmind SDK's 30 s client timeout, so that its users get the id.",
     )
     retention: float = Field(default=3600.0, gt=0, description="Seconds a finished request and its images are kept.")
-    max_body_bytes: int = Field(default=50_000_000, ge=1024, description="Largest request body; over it: 413.")
+    max_body_bytes: int = Field(
+        default=70_000_000,
+        ge=1024,
+        description="Largest request body; over it: 413. Above max_image_bytes, as base64 makes an image a third larger.",
+    )
     max_image_bytes: int = Field(default=50_000_000, ge=1024, description="Largest image fetched from a URL or given as base64.")
     max_image_pixels: int = Field(default=4096 * 4096, ge=64 * 64, description="Largest image, in pixels (width x height).")
     public_base_url: AnyHttpUrl | None = Field(
@@ -52,6 +56,14 @@ class Settings(BaseSettings):
     )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where engines run.")
     background_eraser_model: Literal["u2net", "u2netp"] = Field(default="u2net", description="U²-Net variant of background-eraser.")
+    text_mask_engine: Literal["auto", "coco", "open"] = Field(
+        default="auto",
+        description="Engine of the text-to-mask slugs: the offline COCO detector, the open-vocabulary one, or auto "
+        "(open when its weights are installed).",
+    )
+    text_mask_refiner: Literal["u2net", "u2netp"] = Field(
+        default="u2net", description="U²-Net variant that refines the offline detector's boxes to shapes."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
 
     @field_validator("home", "weights_dir")

@@ -114,17 +114,32 @@ def test_body_over_limit_is_413_from_content_length(make_client):
 
 
 def test_body_over_limit_is_413_while_streaming(make_client):
-    sent = []
+    """A chunked body (no Content-Length) is cut off once it passes the limit, before the rest arrives."""
+    import asyncio
 
-    def chunks():
-        for _ in range(100):
-            sent.append(1)
-            yield b"x" * 1024
+    chunks_sent = 0
+    total_chunks = 100
+    messages: list[dict] = []
 
+    async def receive() -> dict:
+        nonlocal chunks_sent
+        chunks_sent += 1
+        return {"type": "http.request", "body": b"x" * 1024, "more_body": chunks_sent < total_chunks}
+
+    async def send(message: dict) -> None:
+        messages.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/v1/fake-invert", "raw_path": b"/v1/fake-invert", "query_string": b"", "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"host", b"testserver")],
+        "client": ("127.0.0.1", 1), "server": ("testserver", 80), "state": {"request_id": "x"},
+    }  # fmt: skip
     with make_client(max_body_bytes=4096) as client:
-        response = client.post(f"/v1/{IMAGE_ONLY}", content=chunks(), headers={"content-type": "application/json"})
-    assert "content-length" not in {key.lower() for key in response.request.headers}
-    assert_error(response, 413, "4096")
+        asyncio.run(client.app(scope, receive, send))
+    start = next(message for message in messages if message["type"] == "http.response.start")
+    assert start["status"] == 413
+    assert chunks_sent <= 6
 
 
 def test_failed_request_is_422_with_its_error_and_no_internals(client, photo):
@@ -216,3 +231,38 @@ def test_url_that_does_not_exist(make_client, image_server):
     with make_client(allow_private_urls=True) as client:
         response = client.post(f"/v1/{IMAGE_ONLY}", json={"image": f"{base}/missing.png"})
     assert_error(response, 400, "404")
+
+
+def test_deeply_nested_json_is_400(client):
+    body = b"[" * 100_000 + b"]" * 100_000
+    assert_error(client.post(f"/v1/{IMAGE_ONLY}", content=body, headers={"content-type": "application/json"}), 400, "nested")
+
+
+@pytest.mark.parametrize("wrong", [{"samples": "2"}, {"samples": 2.0}, {"base64": 1}, {"base64": "yes"}])
+def test_json_types_must_match(client, photo, wrong):
+    name = next(iter(wrong))
+    assert_error(client.post(f"/v1/{IMAGE_ONLY}", json={"image": b64(photo), **wrong}), 400, f"{name}=")
+
+
+def test_queue_that_cannot_take_a_job_is_503_and_the_record_says_failed(client, photo, monkeypatch):
+    from retouch.jobs.service import Service
+
+    service: Service = client.app.state.service
+
+    def broken_enqueue(job_id: str) -> None:
+        raise OSError("database is locked")
+
+    monkeypatch.setattr(service, "_run_task", broken_enqueue)
+    response = client.post(f"/v2/{IMAGE_ONLY}", json={"image": b64(photo)})
+    assert_error(response, 503, "try again")
+    request_id = response.headers["x-request-id"]
+    assert client.get(f"/v2/requests/{request_id}/status").json()["status"] == "FAILED"
+
+
+def test_engine_that_returns_no_image_fails_the_request(client, photo, monkeypatch):
+    from fakes import Invert
+
+    from retouch.models.base import ModelResult
+
+    monkeypatch.setattr(Invert, "run", lambda self, params, images, engine: ModelResult(images=[]))
+    assert_error(client.post(f"/v1/{IMAGE_ONLY}", json={"image": b64(photo)}), 422, "no image")

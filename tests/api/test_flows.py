@@ -176,9 +176,10 @@ def test_job_left_processing_by_a_dead_worker_runs_again(make_client, photo, tmp
     service = Service(Settings(home=home), {})
     from retouch.jobs.records import Status
 
-    # As if a worker process (pid 2**22 + 1, which cannot exist) had taken the job and died.
+    # As if another worker process had taken the job and died: its heartbeat stopped long ago.
     service.huey.dequeue()
-    assert service.records.transition(request_id, Status.QUEUED, Status.PROCESSING, worker=f"{service.worker_id.rsplit(':', 1)[0]}:{2**22 + 1}")
+    assert service.records.transition(request_id, Status.QUEUED, Status.PROCESSING, worker="host:1:dead")
+    service.records.heartbeat("host:1:dead", time.time() - 3600)
     service.close()
     with make_client(workers=1, home=home) as client:
         assert wait_completed(client, f"/v2/requests/{request_id}/status")["status"] == "COMPLETED"
@@ -256,3 +257,22 @@ def test_cleanup_spares_a_submission_in_flight_and_removes_old_orphans(client):
     service.cleanup_expired()
     assert service.blobs.get("in-flight", "input-image.npy") is not None
     assert not (service.blobs.root / "orphan").exists()
+
+
+def test_a_running_job_of_a_live_worker_is_left_alone(client, photo):
+    from retouch.jobs.records import Status
+
+    service: Service = client.app.state.service
+    with_fresh_heartbeat = "other-host:7:alive"
+    service.records.heartbeat(with_fresh_heartbeat, time.time())
+    request_id = "running-elsewhere"
+    from retouch.jobs.records import JobRecord
+
+    service.records.create(
+        JobRecord(id=request_id, slug="fake-invert", status=Status.PROCESSING, created_at=time.time(), params={},
+                  params_digest="x", worker=with_fresh_heartbeat, started_at=time.time())
+    )  # fmt: skip
+    assert service.requeue_abandoned() == 0
+    assert service.records.get(request_id).status is Status.PROCESSING
+    service.records.heartbeat(with_fresh_heartbeat, time.time() - 3600)
+    assert service.requeue_abandoned() == 1

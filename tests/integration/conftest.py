@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,10 +10,8 @@ from retouch.config import Settings
 
 
 def _weights_dir() -> Path:
-    configured = os.environ.get("RETOUCH_WEIGHTS_DIR")
-    if configured:
-        return Path(configured).expanduser()
-    return Path("~/.cache/retouch/weights").expanduser()
+    """Where `retouch models install` put them under the same environment (RETOUCH_WEIGHTS_DIR, RETOUCH_HOME)."""
+    return Settings().weights_path
 
 
 @pytest.fixture(scope="session")

@@ -418,3 +418,16 @@ def test_a_real_local_server_is_refused_unless_private_urls_are_allowed(local_se
         fetch_url(f"http://localhost:{local_server}/image.png", field="image", policy=FetchPolicy())
 
     assert fetch_url(url, field="image", policy=FetchPolicy(allow_private=True)) == PNG
+
+
+def test_compressed_answer_is_refused_before_it_expands():
+    import gzip
+
+    bomb = gzip.compress(b"\0" * 5_000_000)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=bomb, headers={"content-encoding": "gzip", "content-type": "image/png"})
+
+    policy = FetchPolicy(max_bytes=1_000_000)
+    with pytest.raises(ImageError, match="compressed"):
+        fetch_url("http://images.example/bomb.png", field="image", policy=policy, resolver=lambda host, port: ["93.184.216.34"], transport=httpx.MockTransport(handler))

@@ -28,9 +28,12 @@ def test_wake_and_done_cross_processes_sharing_a_home(tmp_path):
         api.publish_wake()
         assert worker.wake_event.wait(10)
 
+        ended = {"job-1": False}
+
         async def wait_for_done() -> bool:
-            waiting = asyncio.ensure_future(api.wait_done("job-1", timeout=30, is_done=lambda: False, recheck=600))
+            waiting = asyncio.ensure_future(api.wait_done("job-1", timeout=30, is_done=lambda: ended["job-1"], recheck=600))
             await asyncio.sleep(0.05)
+            ended["job-1"] = True
             worker.publish_done("job-1")
             return await waiting
 
@@ -47,6 +50,23 @@ def test_long_home_path_still_gets_a_socket(tmp_path):
         assert len(str(notifier.folder)) < 100
     finally:
         notifier.close()
+
+
+def test_a_notice_alone_does_not_end_the_wait(tmp_path):
+    """The record decides: a 'done' notice for a job still running (stale or forged) is not believed."""
+    api, other = Notifier(tmp_path / "run"), Notifier(tmp_path / "run")
+    try:
+
+        async def wait_with_false_notice() -> bool:
+            waiting = asyncio.ensure_future(api.wait_done("job-2", timeout=0.5, is_done=lambda: False, recheck=600))
+            await asyncio.sleep(0.05)
+            other.publish_done("job-2")
+            return await waiting
+
+        assert asyncio.run(wait_with_false_notice()) is False
+    finally:
+        api.close()
+        other.close()
 
 
 def test_wait_times_out_without_news(tmp_path):

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import numpy as np
 from fastapi import Request
 from starlette.datastructures import UploadFile
 
 from retouch.config import Settings
 from retouch.errors import ImageError, InvalidInput
-from retouch.imaging.decode import decode_image, decode_mask, fit_mask_to_image, read_image_source
+from retouch.imaging.decode import decode_sources, read_image_source
 from retouch.imaging.fetch import FetchPolicy
 from retouch.models.base import Model, ModelInput
 from retouch.models.validation import coerce_form_fields, parse_input
@@ -24,7 +23,9 @@ async def read_parameters(request: Request, model: Model) -> tuple[Any, dict[str
     """The parameters (JSON body, or form fields typed as JSON would) and any file parts by name."""
     content_type = request.headers.get("content-type", "").lower()
     if content_type.startswith(_FORM_TYPES):
-        form = await request.form(max_files=len(model.all_image_fields()) + 1, max_fields=64)
+        # Fields may hold a base64 image, so they may be as large as the body limit allows.
+        settings = request.app.state.service.settings
+        form = await request.form(max_files=len(model.all_image_fields()) + 1, max_fields=64, max_part_size=settings.max_body_bytes)
         fields: dict[str, str] = {}
         uploads: dict[str, bytes] = {}
         for name, value in form.multi_items():
@@ -41,6 +42,8 @@ async def read_parameters(request: Request, model: Model) -> tuple[Any, dict[str
         return json.loads(body), {}
     except ValueError as exc:
         raise InvalidInput(f"the request body is not valid JSON ({exc}); send a JSON object of parameters") from None
+    except RecursionError:
+        raise InvalidInput("the request body is nested too deeply; send a flat JSON object of parameters") from None
 
 
 def validate_parameters(model: Model, params: Any, uploads: dict[str, bytes]) -> ModelInput:
@@ -55,21 +58,20 @@ def validate_parameters(model: Model, params: Any, uploads: dict[str, bytes]) ->
     return parse_input(model.Input, params)
 
 
-def decode_inputs(model: Model, params: ModelInput, uploads: dict[str, bytes], settings: Settings) -> dict[str, np.ndarray]:
-    """Fetch or decode every image parameter; masks are fitted to `image`. Runs in a worker thread."""
+def read_sources(model: Model, params: ModelInput, uploads: dict[str, bytes], settings: Settings) -> dict[str, bytes]:
+    """The encoded bytes of every image parameter: a file part, or fetched/decoded from the value. Runs in a thread."""
     policy = FetchPolicy.from_settings(settings)
-
-    def source(field: str) -> bytes:
+    sources: dict[str, bytes] = {}
+    for field in model.all_image_fields():
         if field in uploads:
             if not uploads[field]:
                 raise ImageError(f"{field}: the uploaded file is empty")
-            return uploads[field]
-        return read_image_source(getattr(params, field), field=field, policy=policy)
+            sources[field] = uploads[field]
+        else:
+            sources[field] = read_image_source(getattr(params, field), field=field, policy=policy)
+    return sources
 
-    images: dict[str, np.ndarray] = {}
-    for field in model.image_fields:
-        images[field] = decode_image(source(field), field=field, max_pixels=settings.max_image_pixels)
-    for field in model.mask_fields:
-        mask = decode_mask(source(field), field=field, max_pixels=settings.max_image_pixels)
-        images[field] = fit_mask_to_image(mask, images["image"].shape, field=field)
-    return images
+
+def check_sources(model: Model, sources: dict[str, bytes], settings: Settings) -> None:
+    """Decode once at the door, so that a bad image is a 400 now rather than a FAILED job later."""
+    decode_sources(sources, image_fields=model.image_fields, mask_fields=model.mask_fields, max_pixels=settings.max_image_pixels)

@@ -14,7 +14,7 @@ from retouch.errors import NotFound, ServiceUnavailable, SyncTimeout
 from retouch.jobs.records import JobRecord, Status
 from retouch.jobs.service import Service
 from retouch.models.base import Model
-from retouch.api.inputs import decode_inputs, read_parameters, validate_parameters
+from retouch.api.inputs import check_sources, read_parameters, read_sources, validate_parameters
 from retouch.api.urls import output_url, public_base, request_links
 
 
@@ -36,9 +36,11 @@ async def _submit(request: Request, model: Model) -> JobRecord:
     params, uploads = await read_parameters(request, model)
     inputs = validate_parameters(model, params, uploads)
     model.check_ready(service.settings)
-    images = await run_in_threadpool(decode_inputs, model, inputs, uploads, service.settings)
+    model.check_params(inputs, service.settings)
+    sources = await run_in_threadpool(read_sources, model, inputs, uploads, service.settings)
+    await run_in_threadpool(check_sources, model, sources, service.settings)
     job_id = request.scope["state"]["request_id"]
-    return await run_in_threadpool(service.submit, job_id, model, inputs, images)
+    return await run_in_threadpool(service.submit, job_id, model, inputs, sources)
 
 
 def _sync_handler(model: Model) -> Callable[[Request], Awaitable[Response]]:

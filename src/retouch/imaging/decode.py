@@ -301,3 +301,14 @@ def _scale_to_8_bits(values: np.ndarray, mode: str) -> np.ndarray:
     if high == low:
         return np.zeros(finite.shape, dtype=np.uint8)
     return np.rint((finite - low) * (255.0 / (high - low))).astype(np.uint8)
+
+
+def decode_sources(
+    sources: dict[str, bytes], *, image_fields: tuple[str, ...], mask_fields: tuple[str, ...], max_pixels: int
+) -> dict[str, np.ndarray]:
+    """Decode a request's encoded images: `image_fields` to RGB(A), `mask_fields` to masks fitted to `image`."""
+    images = {field: decode_image(sources[field], field=field, max_pixels=max_pixels) for field in image_fields}
+    for field in mask_fields:
+        mask = decode_mask(sources[field], field=field, max_pixels=max_pixels)
+        images[field] = fit_mask_to_image(mask, images["image"].shape, field=field)
+    return images

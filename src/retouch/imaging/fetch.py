@@ -254,6 +254,10 @@ def _read_body(response: httpx.Response, field: str, policy: FetchPolicy, shown:
     declared = response.headers.get("content-length")
     if declared is not None and declared.strip().isdigit() and int(declared) > policy.max_bytes:
         raise ImageError(f"{too_large} (it declares {int(declared)} bytes)")
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        # Asked for identity: a compressed answer could expand far past the size limit before it is counted.
+        raise ImageError(f"{field} at URL {shown} came compressed ({encoding}); serve the image without Content-Encoding")
     chunks: list[bytes] = []
     received = 0
     for chunk in response.iter_bytes():

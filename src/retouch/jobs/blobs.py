@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -38,15 +36,6 @@ class BlobStore:
             return self._path(job_id, name).read_bytes()
         except FileNotFoundError:
             return None
-
-    def put_array(self, job_id: str, name: str, array: np.ndarray) -> None:
-        buffer = io.BytesIO()
-        np.save(buffer, array, allow_pickle=False)
-        self.put(job_id, name, buffer.getvalue())
-
-    def get_array(self, job_id: str, name: str) -> np.ndarray | None:
-        data = self.get(job_id, name)
-        return None if data is None else np.load(io.BytesIO(data), allow_pickle=False)
 
     def remove(self, job_id: str, name: str) -> None:
         self._path(job_id, name).unlink(missing_ok=True)

@@ -34,7 +34,7 @@ def socket_folder(run_path: Path) -> Path:
     if len(str(run_path)) + 30 <= _MAX_SOCKET_PATH:
         return run_path
     digest = hashlib.sha256(str(run_path).encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"retouch-{digest}"
+    return Path(tempfile.gettempdir()) / f"retouch-{os.getuid()}-{digest}"
 
 
 class Notifier:
@@ -42,7 +42,9 @@ class Notifier:
 
     def __init__(self, run_path: Path) -> None:
         self.folder = socket_folder(run_path)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.folder.stat().st_uid != os.getuid():
+            raise RuntimeError(f"{self.folder} belongs to another user; set RETOUCH_HOME to a folder of your own")
         self.wake_event = threading.Event()
         self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = defaultdict(list)
         self._lock = threading.Lock()
@@ -77,10 +79,11 @@ class Notifier:
                 if remaining <= 0:
                     return False
                 try:
+                    # A notice only says "look again": the record decides (a notice may be stale or forged).
                     await asyncio.wait_for(future, timeout=min(remaining, recheck))
-                    return True
                 except TimeoutError:
-                    continue
+                    pass
+                continue
             finally:
                 with self._lock:
                     entries = self._waiters.get(job_id, [])
@@ -93,7 +96,11 @@ class Notifier:
         with self._lock:
             entries = list(self._waiters.get(job_id, []))
         for loop, future in entries:
-            loop.call_soon_threadsafe(_set_done, future)
+            try:
+                loop.call_soon_threadsafe(_set_done, future)
+            except RuntimeError:
+                # The waiter's event loop has closed: nobody is waiting there any more.
+                continue
 
     def _broadcast(self, message: bytes) -> None:
         for path in self.folder.glob("*.sock"):

@@ -204,8 +204,10 @@ class JobStore:
     def forget_worker(self, worker_id: str) -> None:
         self._connect().execute("DELETE FROM workers WHERE id = ?", (worker_id,))
 
-    def workers_seen_since(self, moment: float) -> int:
-        return self._connect().execute("SELECT COUNT(*) FROM workers WHERE seen >= ?", (moment,)).fetchone()[0]
+    def workers_seen_since(self, moment: float) -> set[str]:
+        """Ids of the workers whose last heartbeat is at or after `moment`."""
+        rows = self._connect().execute("SELECT id FROM workers WHERE seen >= ?", (moment,))
+        return {row["id"] for row in rows}
 
     def close(self) -> None:
         """Close every thread's connection; a thread that uses the store afterwards opens a new one."""

@@ -13,14 +13,15 @@ import os
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from huey import crontab
 
 from retouch.config import Settings
-from retouch.errors import JobFailed, NotFound, QueueFull, RetouchError
+from retouch.errors import JobFailed, NotFound, QueueFull, RetouchError, ServiceUnavailable
+from retouch.imaging.decode import decode_sources
 from retouch.imaging.encode import CONTENT_TYPES, choose_format, encode_image
 from retouch.jobs.blobs import BlobStore
 from retouch.jobs.engine_cache import EngineCache
@@ -32,6 +33,8 @@ from retouch.models.base import Model, ModelInput
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
+# A worker whose heartbeat is older than this is taken for dead and its running job is queued again.
+WORKER_DEAD_AFTER_SECONDS = 30.0
 ORPHAN_GRACE_SECONDS = 600.0
 
 
@@ -42,15 +45,14 @@ class Output:
 
 
 def _input_blob(field: str) -> str:
-    return f"input-{field}.npy"
+    return f"input-{field}"
 
 
-def params_digest(params: dict[str, Any], images: dict[str, np.ndarray]) -> str:
+def params_digest(params: dict[str, Any], sources: dict[str, bytes]) -> str:
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
-    for name in sorted(images):
+    for name in sorted(sources):
         digest.update(name.encode())
-        digest.update(str(images[name].shape).encode())
-        digest.update(np.ascontiguousarray(images[name]).data)
+        digest.update(hashlib.sha256(sources[name]).digest())
     return digest.hexdigest()
 
 
@@ -64,17 +66,19 @@ class Service:
         self.notifier = Notifier(settings.run_path)
         self.engines = EngineCache(settings)
         self.huey = build_huey(settings.home / "queue.db")
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        # Unique per process start: in a container a restarted process often has the same host and pid.
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._run_task = self.huey.task(name="retouch.run_job")(self.execute)
-        self.huey.periodic_task(crontab(), name="retouch.cleanup")(self.cleanup_expired)
+        self.huey.periodic_task(crontab(), name="retouch.cleanup")(self.housekeeping)
         self._consumer: RetouchConsumer | None = None
         self._heartbeat_stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
     # ---- submitting and reading (the API side) ----
 
-    def submit(self, job_id: str, model: Model, params: ModelInput, images: dict[str, np.ndarray]) -> JobRecord:
-        """Record the job, store its decoded inputs and queue it. Raises QueueFull (429) past `max_queued`."""
+    def submit(self, job_id: str, model: Model, params: ModelInput, sources: dict[str, bytes]) -> JobRecord:
+        """Store the job's encoded inputs, record it and queue it. QueueFull (429) past `max_queued`;
+        ServiceUnavailable (503) when the queue cannot take it (the record then says FAILED)."""
         queued = self.records.count(Status.QUEUED)
         if queued >= self.settings.max_queued:
             raise QueueFull(f"the queue is full ({queued} requests waiting); try again in a few seconds")
@@ -85,13 +89,18 @@ class Service:
             status=Status.QUEUED,
             created_at=time.time(),
             params=stored_params,
-            params_digest=params_digest(stored_params, images),
+            params_digest=params_digest(stored_params, sources),
             base64=params.base64,
         )
-        for field, array in images.items():
-            self.blobs.put_array(job_id, _input_blob(field), array)
+        for field, data in sources.items():
+            self.blobs.put(job_id, _input_blob(field), data)
         self.records.create(record)
-        self._run_task(job_id)
+        try:
+            self._run_task(job_id)
+        except Exception as exc:
+            logger.exception("request %s could not be queued", job_id)
+            self._fail(record, "the queue could not take this request; try again")
+            raise ServiceUnavailable(f"the queue could not take this request ({type(exc).__name__}); try again in a moment") from None
         self.notifier.publish_wake()
         return record
 
@@ -154,16 +163,21 @@ class Service:
             raise RetouchError(f"this worker does not know the model '{record.slug}'")
         placeholders = {field: "stored" for field in model.all_image_fields()}
         params = model.Input.model_validate({**record.params, **placeholders})
-        images: dict[str, np.ndarray] = {}
+        sources: dict[str, bytes] = {}
         for field in model.all_image_fields():
-            array = self.blobs.get_array(record.id, _input_blob(field))
-            if array is None:
+            data = self.blobs.get(record.id, _input_blob(field))
+            if data is None:
                 raise RetouchError(f"the input '{field}' of this request was lost before it ran")
-            images[field] = array
+            sources[field] = data
+        images = decode_sources(
+            sources, image_fields=model.image_fields, mask_fields=model.mask_fields, max_pixels=self.settings.max_image_pixels
+        )
         engine = self.engines.get(model)
         compute_started = time.perf_counter()
         result = model.run(params, images, engine)
         inference_time = time.perf_counter() - compute_started
+        if not result.images:
+            raise RetouchError(f"the {record.slug} engine returned no image")
         outputs = []
         for index, array in enumerate(result.images):
             fmt = choose_format(array, params.output_format)
@@ -208,13 +222,17 @@ class Service:
                 self.blobs.delete_job(job_id)
         return len(ids)
 
-    def recover(self) -> int:
-        """Queue again the jobs left PROCESSING by a worker process of this machine that has died."""
-        host = socket.gethostname()
+    def housekeeping(self) -> None:
+        """The periodic task: expire old results, queue again what a dead worker left."""
+        self.cleanup_expired()
+        self.requeue_abandoned()
+
+    def requeue_abandoned(self) -> int:
+        """Queue again the jobs left PROCESSING by a worker whose heartbeat has stopped."""
+        alive = self.records.workers_seen_since(time.time() - WORKER_DEAD_AFTER_SECONDS)
         requeued = 0
         for record in self.records.with_status(Status.PROCESSING):
-            worker_host, _, pid = (record.worker or "").rpartition(":")
-            if worker_host != host or not pid.isdigit() or _alive(int(pid)):
+            if record.worker in alive or record.worker == self.worker_id:
                 continue
             if self.records.transition(record.id, Status.PROCESSING, Status.QUEUED, started_at=None, worker=None):
                 self._run_task(record.id)
@@ -224,10 +242,20 @@ class Service:
             self.notifier.publish_wake()
         return requeued
 
+    def recover(self) -> int:
+        """At start: queue again every QUEUED job (a crash may have lost its queue entry; a job runs once
+        whatever its entries, as `execute` moves it out of QUEUED atomically), and abandoned ones."""
+        queued = self.records.with_status(Status.QUEUED)
+        for record in queued:
+            self._run_task(record.id)
+        if queued:
+            self.notifier.publish_wake()
+        return len(queued) + self.requeue_abandoned()
+
     def workers_alive(self) -> bool:
         if self._consumer is not None:
             return True
-        return self.records.workers_seen_since(time.time() - 3 * HEARTBEAT_SECONDS) > 0
+        return len(self.records.workers_seen_since(time.time() - 3 * HEARTBEAT_SECONDS)) > 0
 
     def queue_reachable(self) -> bool:
         try:
@@ -263,7 +291,10 @@ class Service:
 
     def _beat(self) -> None:
         while not self._heartbeat_stop.is_set():
-            self.records.heartbeat(self.worker_id, time.time())
+            try:
+                self.records.heartbeat(self.worker_id, time.time())
+            except Exception:  # noqa: BLE001 - a missed beat must not end the heartbeat for good
+                logger.exception("heartbeat not recorded")
             self._heartbeat_stop.wait(HEARTBEAT_SECONDS)
 
     def close(self) -> None:
@@ -277,13 +308,3 @@ class Service:
         self.notifier.close()
         self.huey.storage.close()
         self.records.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -21,7 +21,9 @@ SEED_MAX = 999_999_999_999_999
 class ModelInput(BaseModel):
     """Parameters every slug takes. Subclasses add their own; unknown names are refused."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: "2" is not an integer and 1 is not a boolean (JSON types must match); multipart fields
+    # are typed as JSON would type them before validation.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     base64: bool = Field(
         default=False,
@@ -76,6 +78,9 @@ class Model(ABC):
 
     def check_ready(self, settings: Settings) -> None:
         """Raise WeightsMissing (503) when the engine cannot run, so that no job is queued for nothing."""
+
+    def check_params(self, params: ModelInput, settings: Settings) -> None:
+        """Refuse (InvalidInput, 400) parameters that are well-typed but that this engine cannot serve."""
 
     def weights_installed(self, settings: Settings) -> bool:
         try:
