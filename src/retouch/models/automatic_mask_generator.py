@@ -1,12 +1,18 @@
-"""automatic-mask-generator: a text prompt to the mask of what it names. Its engines come with their own issue."""
+"""automatic-mask-generator: a text prompt to the mask of everything it names."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import numpy as np
 from pydantic import Field
 
-from retouch.models.base import ModelInput, UnbuiltModel, image_field, seed_field
+from retouch.config import Settings
+from retouch.errors import JobFailed
+from retouch.imaging.masks import draw_overlay, grow_mask, invert_mask, is_empty, mask_as_alpha
+from retouch.jobs.engine_cache import EngineCache
+from retouch.models import text_masks
+from retouch.models.base import Model, ModelInput, ModelResult, image_field, seed_field
 
 
 class AutomaticMaskGeneratorInput(ModelInput):
@@ -21,10 +27,44 @@ class AutomaticMaskGeneratorInput(ModelInput):
     seed: int = seed_field()
 
 
-class AutomaticMaskGenerator(UnbuiltModel):
+class AutomaticMaskGenerator(Model):
     slug: ClassVar[str] = "automatic-mask-generator"
     Input: ClassVar[type[ModelInput]] = AutomaticMaskGeneratorInput
-    summary: ClassVar[str] = "Text prompt to mask."
+    summary: ClassVar[str] = "Text prompt to mask (COCO detector + U²-Net offline; OWLv2 + SAM when installed)."
+
+    def engine_name(self, settings: Settings) -> str:
+        return text_masks.engine_name(settings)
+
+    def check_ready(self, settings: Settings) -> None:
+        text_masks.check_ready(settings)
+
+    def check_params(self, params: ModelInput, settings: Settings) -> None:
+        assert isinstance(params, AutomaticMaskGeneratorInput)
+        text_masks.check_prompt(params.prompt, settings)
+
+    def create_engine(self, settings: Settings, engines: EngineCache) -> Any:
+        return text_masks.create_engine(settings, engines)
+
+    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any) -> ModelResult:
+        assert isinstance(params, AutomaticMaskGeneratorInput)
+        image = images["image"]
+        found = engine.segment(image, params.prompt, params.threshold, text_masks.IOU_DEFAULT)
+        if params.stop_on_empty_mask and is_empty(found.mask):
+            raise JobFailed(f"nothing matching '{params.prompt}' was found")
+        mask = grow_mask(found.mask, params.grow_mask)
+        if params.invert_mask:
+            mask = invert_mask(mask)
+        if params.return_alpha:
+            output = mask_as_alpha(image, mask)
+        elif params.return_mask:
+            output = mask
+        else:
+            output = draw_overlay(image, mask)
+        metrics = {
+            "detections": [detection.as_metrics() for detection in found.detections],
+            "seed": text_masks.resolve_seed(params.seed),
+        }
+        return ModelResult(images=[output], metrics=metrics)
 
 
 MODEL = AutomaticMaskGenerator()

@@ -1,12 +1,17 @@
-"""inpaint-mask-maker: open-vocabulary detection, boxes refined to a mask. Its engines come with their own issue."""
+"""inpaint-mask-maker: detection of the prompt's objects, their boxes refined to a mask."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import numpy as np
 from pydantic import Field
 
-from retouch.models.base import ModelInput, UnbuiltModel, image_field
+from retouch.config import Settings
+from retouch.imaging.masks import draw_boxes, draw_overlay, grow_mask, invert_mask
+from retouch.jobs.engine_cache import EngineCache
+from retouch.models import text_masks
+from retouch.models.base import Model, ModelInput, ModelResult, image_field
 
 
 class InpaintMaskMakerInput(ModelInput):
@@ -19,10 +24,38 @@ class InpaintMaskMakerInput(ModelInput):
     grow_mask: int = Field(default=10, ge=0, le=100, description="Dilate the produced mask by this many pixels.")
 
 
-class InpaintMaskMaker(UnbuiltModel):
+class InpaintMaskMaker(Model):
     slug: ClassVar[str] = "inpaint-mask-maker"
     Input: ClassVar[type[ModelInput]] = InpaintMaskMakerInput
-    summary: ClassVar[str] = "Open-vocabulary detection to mask."
+    summary: ClassVar[str] = "Detection to mask (COCO detector + U²-Net offline; OWLv2 + SAM when installed)."
+
+    def engine_name(self, settings: Settings) -> str:
+        return text_masks.engine_name(settings)
+
+    def check_ready(self, settings: Settings) -> None:
+        text_masks.check_ready(settings)
+
+    def check_params(self, params: ModelInput, settings: Settings) -> None:
+        assert isinstance(params, InpaintMaskMakerInput)
+        text_masks.check_prompt(params.prompt, settings)
+
+    def create_engine(self, settings: Settings, engines: EngineCache) -> Any:
+        return text_masks.create_engine(settings, engines)
+
+    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any) -> ModelResult:
+        assert isinstance(params, InpaintMaskMakerInput)
+        image = images["image"]
+        found = engine.segment(image, params.prompt, params.confidence_thresh, params.iou_thresh)
+        mask = grow_mask(found.mask, params.grow_mask)
+        if params.invert_mask:
+            mask = invert_mask(mask)
+        if params.return_mask:
+            output = mask
+        else:
+            boxes = [detection.box for detection in found.detections]
+            labels = [f"{detection.label} {detection.score:.2f}" for detection in found.detections]
+            output = draw_boxes(draw_overlay(image, mask), boxes, labels)
+        return ModelResult(images=[output], metrics={"detections": [detection.as_metrics() for detection in found.detections]})
 
 
 MODEL = InpaintMaskMaker()

