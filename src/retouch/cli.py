@@ -66,7 +66,8 @@ def worker(
 
 @models_app.command("list")
 def models_list() -> None:
-    """Every engine's weight files and whether they are installed."""
+    """Every engine's weight files and whether they are installed (or pulled, for the hub models)."""
+    from retouch.weights import hub
     from retouch.weights.install import describe
 
     settings = load_settings()
@@ -76,6 +77,10 @@ def models_list() -> None:
         mark = "installed" if row["installed"] else "missing"
         size_mb = row["size"] / 1e6
         typer.echo(f"  {row['name']:<10} {row['engine']:<10} {row['filename']:<16} {size_mb:8.1f} MB  {mark:<9}  {row['license']}  from {row['source']}")
+    typer.echo("pulled with `retouch models pull NAME` (needs the model hub):")
+    for name, model in hub.HUB_MODELS.items():
+        mark = "pulled" if hub.is_pulled(name, settings) else "missing"
+        typer.echo(f"  {name:<10} {model.engine:<10} {mark:<9}  {model.license}  from {model.describe()}")
 
 
 @models_app.command("install")
@@ -95,6 +100,28 @@ def models_install(
         raise typer.Exit(code=1) from None
     for path in paths:
         typer.echo(f"ok  {path}")
+
+
+@models_app.command("pull")
+def models_pull(
+    names: Annotated[list[str], typer.Argument(help="Hub models to pull: owlv2, sam, lama.")],
+    force: Annotated[bool, typer.Option(help="Pull again even if present.")] = False,
+    trust_local: Annotated[
+        bool, typer.Option("--trust-local", help="Record files you copied into the model's folder by hand as pulled.")
+    ] = False,
+) -> None:
+    """Pull models from the model hub, pinned to a commit and checked against their sha256."""
+    from retouch.errors import RetouchError
+    from retouch.weights import hub
+
+    settings = load_settings()
+    try:
+        folders = [hub.trust_local(name, settings) for name in names] if trust_local else hub.pull(names, settings, force=force)
+    except RetouchError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(code=1) from None
+    for folder in folders:
+        typer.echo(f"ok  {folder}")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where engines run.")
     background_eraser_model: Literal["u2net", "u2netp"] = Field(default="u2net", description="U²-Net variant of background-eraser.")
+    magic_eraser_engine: Literal["auto", "patchmatch", "lama"] = Field(
+        default="auto", description="Engine of magic-eraser: PatchMatch (weight-free), LaMa (pulled), or auto (LaMa when pulled)."
+    )
     text_mask_engine: Literal["auto", "coco", "open"] = Field(
         default="auto",
         description="Engine of the text-to-mask slugs: the offline COCO detector, the open-vocabulary one, or auto "

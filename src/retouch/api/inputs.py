@@ -72,6 +72,7 @@ def read_sources(model: Model, params: ModelInput, uploads: dict[str, bytes], se
     return sources
 
 
-def check_sources(model: Model, sources: dict[str, bytes], settings: Settings) -> None:
+def check_sources(model: Model, params: ModelInput, sources: dict[str, bytes], settings: Settings) -> None:
     """Decode once at the door, so that a bad image is a 400 now rather than a FAILED job later."""
-    decode_sources(sources, image_fields=model.image_fields, mask_fields=model.mask_fields, max_pixels=settings.max_image_pixels)
+    images = decode_sources(sources, image_fields=model.image_fields, mask_fields=model.mask_fields, max_pixels=settings.max_image_pixels)
+    model.check_images(params, images)

@@ -38,7 +38,7 @@ async def _submit(request: Request, model: Model) -> JobRecord:
     model.check_ready(service.settings)
     model.check_params(inputs, service.settings)
     sources = await run_in_threadpool(read_sources, model, inputs, uploads, service.settings)
-    await run_in_threadpool(check_sources, model, sources, service.settings)
+    await run_in_threadpool(check_sources, model, inputs, sources, service.settings)
     job_id = request.scope["state"]["request_id"]
     return await run_in_threadpool(service.submit, job_id, model, inputs, sources)
 

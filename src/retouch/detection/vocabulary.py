@@ -145,9 +145,18 @@ def _parse_phrase(phrase: str) -> list[Query]:
     return queries
 
 
+def split_phrases(prompt: str) -> list[str]:
+    """The phrases of a prompt, in order, without repeats: "white horse and a dog" -> ["white horse", "a dog"].
+
+    Split on commas, semicolons, "&", "+", "and", "or", "with", "plus"; lower case, spaces collapsed.
+    """
+    phrases = (" ".join(part.split()) for part in _SEPARATORS.split(prompt.lower()))
+    return list(dict.fromkeys(phrase for phrase in phrases if phrase))
+
+
 def parse_prompt(prompt: str) -> list[Query]:
     """The objects a prompt names. Raises InvalidInput, listing the vocabulary, when it names none."""
-    queries = [query for phrase in _SEPARATORS.split(prompt.lower()) if phrase for query in _parse_phrase(phrase)]
+    queries = [query for phrase in split_phrases(prompt) for query in _parse_phrase(phrase)]
     if not queries:
         raise InvalidInput(
             f"prompt={prompt!r} names no object the offline detector knows. It knows the 80 COCO classes "

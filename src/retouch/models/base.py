@@ -82,6 +82,9 @@ class Model(ABC):
     def check_params(self, params: ModelInput, settings: Settings) -> None:
         """Refuse (InvalidInput, 400) parameters that are well-typed but that this engine cannot serve."""
 
+    def check_images(self, params: ModelInput, images: dict[str, np.ndarray]) -> None:
+        """Refuse (InvalidInput, 400) decoded images this model cannot work on, before a job is queued."""
+
     def weights_installed(self, settings: Settings) -> bool:
         try:
             self.check_ready(settings)
