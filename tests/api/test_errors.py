@@ -179,9 +179,8 @@ def test_internal_error_is_500_with_request_id_and_no_trace(client, photo, monke
 
 
 def test_unbuilt_slug_is_501_naming_it(client, photo):
-    mask = np.zeros(photo.shape[:2], np.uint8)
-    response = client.post("/v1/magic-eraser", json={"image": b64(photo), "mask": b64(mask)})
-    assert_error(response, 501, "magic-eraser")
+    response = client.post("/v1/bg-replace", json={"image": b64(photo), "ref_image": b64(photo), "prompt": "a beach"})
+    assert_error(response, 501, "bg-replace")
 
 
 def test_missing_weights_are_503_naming_the_command(client, photo):

@@ -211,7 +211,7 @@ def test_models_listing(client):
     assert models["background-eraser"]["built"] is True
     assert models["background-eraser"]["engine"] == "u2net"
     assert models["background-eraser"]["weights_installed"] is False
-    assert models["magic-eraser"]["built"] is False
+    assert models["bg-replace"]["built"] is False
     assert models["background-eraser"]["input_schema"]["properties"]["grow_mask"]["maximum"] == 50
 
 

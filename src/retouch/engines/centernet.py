@@ -24,7 +24,7 @@ from retouch.config import Settings
 from retouch.detection.boxes import Detection
 from retouch.detection.calibration import calibrate
 from retouch.detection.vocabulary import COCO_CLASSES
-from retouch.engines.device import available_cpu_cores, onnx_providers
+from retouch.engines.device import onnx_session
 from retouch.weights.store import locate
 
 logger = logging.getLogger(__name__)
@@ -52,11 +52,7 @@ class CenterNetEngine:
         with self._lock:
             if self._session is not None:
                 return
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = available_cpu_cores()
-            options.inter_op_num_threads = 1
-            options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-            self._session = onnxruntime.InferenceSession(str(self.model_path), sess_options=options, providers=onnx_providers(device))
+            self._session = onnx_session(self.model_path, device, "run `retouch models install --force centernet`")
             self._input_name = self._session.get_inputs()[0].name
 
     def raw_detections(self, image: np.ndarray) -> tuple[np.ndarray, float]:

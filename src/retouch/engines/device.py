@@ -107,3 +107,18 @@ def available_cpu_cores(
     if quota is not None:
         cores = min(cores, quota)
     return max(1, cores)
+
+
+def onnx_session(model_path: Path, device: str, reinstall_hint: str) -> onnxruntime.InferenceSession:
+    """An onnxruntime session as every engine wants it: all the cores this process may use for one
+    request at a time, full graph optimisation. ServiceUnavailable, with `reinstall_hint`, when the
+    file is not a model onnxruntime can load."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = available_cpu_cores()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        return onnxruntime.InferenceSession(str(model_path), sess_options=options, providers=onnx_providers(resolve_device(device)))
+    except Exception as error:
+        raise ServiceUnavailable(f"onnxruntime could not load {model_path}: {error}; {reinstall_hint}") from error

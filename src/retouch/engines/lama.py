@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime
 
 from retouch.config import Settings
-from retouch.engines.device import available_cpu_cores, onnx_providers
+from retouch.engines.device import onnx_session
 from retouch.errors import InvalidInput, ServiceUnavailable
 from retouch.imaging.crop import crop_around_mask, paste_back
 from retouch.imaging.masks import binarize
@@ -91,11 +91,7 @@ class LamaEngine:
         with self._lock:
             if self._session is not None:
                 return
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = available_cpu_cores()
-            options.inter_op_num_threads = 1
-            options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-            session = onnxruntime.InferenceSession(str(self.model_path), sess_options=options, providers=onnx_providers(device))
+            session = onnx_session(self.model_path, device, "run `retouch models pull --force lama`")
             self.layout = read_layout(session)
             self._session = session
             self._output_scale = self._probe_output_scale()

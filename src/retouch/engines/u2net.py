@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime
 
 from retouch.config import Settings
-from retouch.engines.device import available_cpu_cores, onnx_providers, resolve_device
+from retouch.engines.device import onnx_session, resolve_device
 from retouch.errors import InvalidInput, ServiceUnavailable, WeightsMissing
 from retouch.weights.registry import WEIGHTS
 from retouch.weights.store import locate
@@ -146,20 +146,9 @@ class U2NetEngine:
                 raise WeightsMissing(
                     f"the U²-Net weights file {self.model_path} does not exist; run `retouch models install {self.variant}`"
                 )
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = available_cpu_cores()
-            options.inter_op_num_threads = 1
-            options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-            try:
-                session = onnxruntime.InferenceSession(
-                    str(self.model_path), sess_options=options, providers=onnx_providers(resolved)
-                )
-            except Exception as error:
-                raise ServiceUnavailable(
-                    f"onnxruntime could not load {self.model_path}: {error}; "
-                    f"delete the file and run `retouch models install {self.variant}`"
-                ) from error
+            session = onnx_session(
+                self.model_path, resolved, f"delete the file and run `retouch models install {self.variant}`"
+            )
             model_input = session.get_inputs()[0]
             shape = model_input.shape
             if len(shape) != 4 or shape[1] not in (3, "3"):

@@ -7,12 +7,10 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
-from retouch.config import Settings
 from retouch.errors import JobFailed
 from retouch.imaging.masks import draw_overlay, grow_mask, invert_mask, is_empty, mask_as_alpha
-from retouch.jobs.engine_cache import EngineCache
 from retouch.models import text_masks
-from retouch.models.base import Model, ModelInput, ModelResult, image_field, seed_field
+from retouch.models.base import ModelInput, ModelResult, image_field, seed_field
 
 
 class AutomaticMaskGeneratorInput(ModelInput):
@@ -27,23 +25,10 @@ class AutomaticMaskGeneratorInput(ModelInput):
     seed: int = seed_field()
 
 
-class AutomaticMaskGenerator(Model):
+class AutomaticMaskGenerator(text_masks.TextMaskModel):
     slug: ClassVar[str] = "automatic-mask-generator"
     Input: ClassVar[type[ModelInput]] = AutomaticMaskGeneratorInput
     summary: ClassVar[str] = "Text prompt to mask (COCO detector + U²-Net offline; OWLv2 + SAM when installed)."
-
-    def engine_name(self, settings: Settings) -> str:
-        return text_masks.engine_name(settings)
-
-    def check_ready(self, settings: Settings) -> None:
-        text_masks.check_ready(settings)
-
-    def check_params(self, params: ModelInput, settings: Settings) -> None:
-        assert isinstance(params, AutomaticMaskGeneratorInput)
-        text_masks.check_prompt(params.prompt, settings)
-
-    def create_engine(self, settings: Settings, engines: EngineCache) -> Any:
-        return text_masks.create_engine(settings, engines)
 
     def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any) -> ModelResult:
         assert isinstance(params, AutomaticMaskGeneratorInput)

@@ -7,11 +7,9 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
-from retouch.config import Settings
 from retouch.imaging.masks import draw_boxes, draw_overlay, grow_mask, invert_mask
-from retouch.jobs.engine_cache import EngineCache
 from retouch.models import text_masks
-from retouch.models.base import Model, ModelInput, ModelResult, image_field
+from retouch.models.base import ModelInput, ModelResult, image_field
 
 
 class InpaintMaskMakerInput(ModelInput):
@@ -24,23 +22,10 @@ class InpaintMaskMakerInput(ModelInput):
     grow_mask: int = Field(default=10, ge=0, le=100, description="Dilate the produced mask by this many pixels.")
 
 
-class InpaintMaskMaker(Model):
+class InpaintMaskMaker(text_masks.TextMaskModel):
     slug: ClassVar[str] = "inpaint-mask-maker"
     Input: ClassVar[type[ModelInput]] = InpaintMaskMakerInput
     summary: ClassVar[str] = "Detection to mask (COCO detector + U²-Net offline; OWLv2 + SAM when installed)."
-
-    def engine_name(self, settings: Settings) -> str:
-        return text_masks.engine_name(settings)
-
-    def check_ready(self, settings: Settings) -> None:
-        text_masks.check_ready(settings)
-
-    def check_params(self, params: ModelInput, settings: Settings) -> None:
-        assert isinstance(params, InpaintMaskMakerInput)
-        text_masks.check_prompt(params.prompt, settings)
-
-    def create_engine(self, settings: Settings, engines: EngineCache) -> Any:
-        return text_masks.create_engine(settings, engines)
 
     def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any) -> ModelResult:
         assert isinstance(params, InpaintMaskMakerInput)

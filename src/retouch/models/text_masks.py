@@ -8,6 +8,7 @@ from typing import Any
 from retouch.config import Settings
 from retouch.detection.vocabulary import parse_prompt
 from retouch.jobs.engine_cache import EngineCache
+from retouch.models.base import Model, ModelInput
 from retouch.weights import hub
 from retouch.weights.store import locate
 
@@ -64,3 +65,19 @@ def create_engine(settings: Settings, engines: EngineCache) -> Any:
 def resolve_seed(seed: int) -> int:
     """The seed reported in metrics.seed: the given one, or a random one for -1."""
     return seed if seed >= 0 else secrets.randbelow(1_000_000_000)
+
+
+class TextMaskModel(Model):
+    """A slug whose input has a `prompt` and whose engine is the text-to-mask engine chosen above."""
+
+    def engine_name(self, settings: Settings) -> str:
+        return engine_name(settings)
+
+    def check_ready(self, settings: Settings) -> None:
+        check_ready(settings)
+
+    def check_params(self, params: ModelInput, settings: Settings) -> None:
+        check_prompt(params.prompt, settings)  # type: ignore[attr-defined] - every text-mask Input has one
+
+    def create_engine(self, settings: Settings, engines: EngineCache) -> Any:
+        return create_engine(settings, engines)

@@ -41,6 +41,7 @@ from retouch.config import Settings
 from retouch.errors import InvalidInput, WeightsMissing
 from retouch.weights.install import WeightsInstallError
 from retouch.weights.registry import is_plain_relative_path
+from retouch.weights.store import file_sha256
 
 SIDECAR = ".retouch-pulled.json"
 SIDECAR_VERSION = 1
@@ -159,14 +160,6 @@ def hub_path(name: str, settings: Settings) -> Path:
 
 def sidecar_path(name: str, settings: Settings) -> Path:
     return hub_path(name, settings) / SIDECAR
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def git_blob_sha1(path: Path) -> str:
