@@ -114,7 +114,8 @@ def paste_back(original: np.ndarray, plan: CropPlan, filled_crop: np.ndarray, ma
     makes those pixels background, not what was removed.
     """
     _check_inputs(original, mask)
-    if filled_crop.dtype != np.uint8 or filled_crop.shape[:2] != plan.working_shape or filled_crop.shape[2:] != original.shape[2:]:
+    expected_shape = (*plan.working_shape, *original.shape[2:])
+    if filled_crop.dtype != np.uint8 or filled_crop.shape != expected_shape:
         raise ValueError(
             f"filled_crop has shape {filled_crop.shape} and dtype {filled_crop.dtype}; "
             f"the plan expects uint8 {plan.working_shape} with {original.shape[2]} channels"
