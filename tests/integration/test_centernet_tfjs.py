@@ -162,10 +162,10 @@ def test_onnx_matches_tfjs_on_a_photo(photo: str, expected_class: int, node: str
 
 
 def test_installed_centernet_is_what_this_converter_makes(centernet_files: dict[str, Path], tmp_path: Path) -> None:
-    """An installed centernet.onnx (when there is one) computes what a fresh conversion does."""
+    """The installed centernet.onnx (scripts/test installs it) computes what a fresh conversion does."""
     settings = Settings(home=tmp_path / "home", weights_dir=_installed_weights_dir())
     if not is_installed("centernet", settings):
-        pytest.skip(f"centernet is not installed in {settings.weights_path}")
+        pytest.fail(f"centernet is not installed in {settings.weights_path}: run `retouch models install centernet`", pytrace=False)
     image = _photo("astronaut")
     installed = _onnx(weight_path("centernet", settings), image)
     fresh = _onnx(centernet_files["onnx"], image)

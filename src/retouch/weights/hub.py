@@ -41,7 +41,7 @@ from retouch.config import Settings
 from retouch.errors import InvalidInput, WeightsMissing
 from retouch.weights.install import WeightsInstallError
 from retouch.weights.registry import is_plain_relative_path
-from retouch.weights.store import file_sha256
+from retouch.weights.store import file_sha256, read_record
 
 SIDECAR = ".retouch-pulled.json"
 SIDECAR_VERSION = 1
@@ -172,11 +172,7 @@ def git_blob_sha1(path: Path) -> str:
 
 
 def _read_sidecar(name: str, settings: Settings) -> dict[str, Any] | None:
-    try:
-        record = json.loads(sidecar_path(name, settings).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
+    return read_record(sidecar_path(name, settings))
 
 
 def pull_problem(name: str, settings: Settings) -> str | None:

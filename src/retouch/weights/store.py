@@ -58,12 +58,17 @@ def sidecar_record(entry: WeightFile, size: int, sha256: str) -> dict[str, Any]:
     }
 
 
-def _read_sidecar(name: str, settings: Settings) -> dict[str, Any] | None:
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A JSON object written beside installed weights (a sidecar), or None if absent or unreadable."""
     try:
-        record = json.loads(sidecar_path(name, settings).read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
+
+
+def _read_sidecar(name: str, settings: Settings) -> dict[str, Any] | None:
+    return read_record(sidecar_path(name, settings))
 
 
 def install_problem(name: str, settings: Settings) -> str | None:
