@@ -265,3 +265,9 @@ def test_engine_that_returns_no_image_fails_the_request(client, photo, monkeypat
 
     monkeypatch.setattr(Invert, "run", lambda self, params, images, engine: ModelResult(images=[]))
     assert_error(client.post(f"/v1/{IMAGE_ONLY}", json={"image": b64(photo)}), 422, "no image")
+
+
+def test_text_mask_slugs_without_the_detector_are_503_naming_npm(client, photo):
+    for slug in ("automatic-mask-generator", "inpaint-mask-maker"):
+        error = assert_error(client.post(f"/v1/{slug}", json={"image": b64(photo), "prompt": "cat"}), 503, "retouch models install centernet")
+        assert "npm" in error

