@@ -23,7 +23,7 @@ import numpy as np
 from huey.consumer import Consumer
 
 from retouch.config import Settings
-from retouch.jobs.engine_cache import EngineCache
+from retouch.engines.cache import EngineCache
 from retouch.jobs.service import Service
 from retouch.models.base import Model, ModelInput, ModelResult, image_field
 
@@ -42,7 +42,7 @@ class Trivial(Model):
     def create_engine(self, settings: Settings, engines: EngineCache) -> Any:
         return _NoEngine()
 
-    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any) -> ModelResult:
+    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any, context: RunContext) -> ModelResult:
         return ModelResult(images=[images["image"]])
 
 

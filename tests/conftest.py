@@ -1,10 +1,15 @@
-"""Markers by folder (unit, api, integration), so `pytest -m unit` runs the fast ones."""
+"""Markers by folder (unit, api, integration), so `pytest -m unit` runs the fast ones; the Redis the
+tests share; the `backend` parameter that runs a behavioural test on both job backends."""
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from servers import RedisServer
 
 _FOLDER_MARKERS = {"unit", "api", "integration"}
 
@@ -14,3 +19,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         folder = Path(str(item.fspath)).parent.name
         if folder in _FOLDER_MARKERS:
             item.add_marker(getattr(pytest.mark, folder))
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The Redis that scripts/test started (RETOUCH_TEST_REDIS_URL), or one of this run's own."""
+    given = os.environ.get("RETOUCH_TEST_REDIS_URL")
+    if given:
+        yield given
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Run the test on the embedded backend (SQLite, files) and on Redis."""
+    return request.param
+
+
+@pytest.fixture
+def backend_settings(backend: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """The settings that select `backend`: on Redis, a key prefix of this test's own, so tests never meet."""
+    if backend == "embedded":
+        return {}
+    url = request.getfixturevalue("redis_url")
+    return {"queue_url": url, "redis_prefix": f"t{uuid.uuid4().hex[:12]}"}

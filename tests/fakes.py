@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import uuid
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import Field
 
 from retouch.config import Settings
-from retouch.jobs.engine_cache import EngineCache
+from retouch.engines.cache import EngineCache
 from retouch.errors import InvalidInput, WeightsMissing
 from retouch.imaging.masks import invert_mask
-from retouch.models.base import Model, ModelInput, ModelResult, image_field
+from retouch.models.base import Model, ModelInput, ModelResult, RunContext, image_field
 from retouch.models import MODELS
 
 
@@ -54,7 +57,7 @@ class Invert(FakeModel):
     slug: ClassVar[str] = "fake-invert"
     Input: ClassVar[type[ModelInput]] = InvertInput
 
-    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any) -> ModelResult:
+    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any, context: RunContext) -> ModelResult:
         assert isinstance(params, InvertInput)
         image = images["image"]
         inverted = image.copy()
@@ -72,7 +75,7 @@ class MaskEcho(FakeModel):
         image: str = image_field("Any image.")
         mask: str = image_field("Any mask.")
 
-    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any) -> ModelResult:
+    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any, context: RunContext) -> ModelResult:
         return ModelResult(images=[invert_mask(images["mask"])])
 
 
@@ -85,7 +88,7 @@ class Slow(FakeModel):
     slug: ClassVar[str] = "fake-slow"
     Input: ClassVar[type[ModelInput]] = SlowInput
 
-    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any) -> ModelResult:
+    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any, context: RunContext) -> ModelResult:
         assert isinstance(params, SlowInput)
         time.sleep(params.seconds)
         return ModelResult(images=[images["image"]])
@@ -96,7 +99,7 @@ class ExcInPredict(FakeModel):
 
     slug: ClassVar[str] = "fake-exc-in-predict"
 
-    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any) -> ModelResult:
+    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any, context: RunContext) -> ModelResult:
         raise RuntimeError("secret internal detail")
 
 
@@ -105,7 +108,7 @@ class RefusesInPredict(FakeModel):
 
     slug: ClassVar[str] = "fake-refuses-in-predict"
 
-    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any) -> ModelResult:
+    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any, context: RunContext) -> ModelResult:
         raise InvalidInput("nothing matching 'unicorn' was found")
 
 
@@ -115,12 +118,104 @@ class MissingWeights(FakeModel):
     def check_ready(self, settings: Settings) -> None:
         raise WeightsMissing("the weights of fake (fake.onnx) are not installed; run `retouch models install fake`")
 
-    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any) -> ModelResult:
+    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any, context: RunContext) -> ModelResult:
         raise AssertionError("never runs")
 
 
+GATES_VARIABLE = "RETOUCH_TEST_GATES"
+
+
+def gates_folder() -> Path:
+    """Where the gated fakes look for their gate files (set by the test, inherited by worker processes)."""
+    return Path(os.environ[GATES_VARIABLE])
+
+
+def started_marks(gate: str) -> list[str]:
+    """One entry per start of a gated job, the pid of the process that ran it: `<gate>.started.<pid>.<n>`."""
+    return sorted(path.name.split(".")[2] for path in gates_folder().glob(f"{gate}.started.*"))
+
+
+def release(gate: str) -> None:
+    (gates_folder() / gate).touch()
+
+
+class GatedInput(ModelInput):
+    image: str = image_field("Any image.")
+    gate: str = Field(pattern=r"^[a-z0-9-]{1,40}$", description="Name of the file whose creation lets it finish.")
+
+
+class BlocksUntilReleased(FakeModel):
+    """Marks its start, then steps (progress 0.5, the point where a cancel takes effect) until its gate file
+    exists; works across processes. Returns the image, and the pid that ran it as metrics.pid."""
+
+    slug: ClassVar[str] = "fake-blocks-until-released"
+    Input: ClassVar[type[ModelInput]] = GatedInput
+
+    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any, context: RunContext) -> ModelResult:
+        assert isinstance(params, GatedInput)
+        folder = gates_folder()
+        (folder / f"{params.gate}.started.{os.getpid()}.{uuid.uuid4().hex[:6]}").touch()
+        while not (folder / params.gate).exists():
+            context.step(0.5)
+            time.sleep(0.02)
+        return ModelResult(images=[images["image"]], metrics={"pid": os.getpid()})
+
+
+class HangsUntilReleased(FakeModel):
+    """Never steps (so it cannot be cancelled) and waits for its gate: a hung engine, for deadlines."""
+
+    slug: ClassVar[str] = "fake-hangs-until-released"
+    Input: ClassVar[type[ModelInput]] = GatedInput
+
+    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any, context: RunContext) -> ModelResult:
+        assert isinstance(params, GatedInput)
+        folder = gates_folder()
+        (folder / f"{params.gate}.started.{os.getpid()}.{uuid.uuid4().hex[:6]}").touch()
+        while not (folder / params.gate).exists():
+            time.sleep(0.02)
+        return ModelResult(images=[images["image"]])
+
+
+class CrashesItsWorker(FakeModel):
+    """Kills the process it runs in, as a segfault in an engine would."""
+
+    slug: ClassVar[str] = "fake-crashes-its-worker"
+
+    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any, context: RunContext) -> ModelResult:
+        os._exit(3)
+
+
+class CountsSteps(FakeModel):
+    """Takes `steps` steps of `step_seconds`, reporting progress after each."""
+
+    slug: ClassVar[str] = "fake-counts-steps"
+
+    class Input(ModelInput):
+        image: str = image_field("Any image.")
+        steps: int = Field(default=10, ge=1, le=1000, description="How many steps.")
+        step_seconds: float = Field(default=0.05, ge=0, le=5, description="How long each step takes.")
+
+    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any, context: RunContext) -> ModelResult:
+        for step in range(params.steps):  # type: ignore[attr-defined]
+            time.sleep(params.step_seconds)  # type: ignore[attr-defined]
+            context.step((step + 1) / params.steps)  # type: ignore[attr-defined]
+        return ModelResult(images=[images["image"]], metrics={"steps": params.steps})  # type: ignore[attr-defined]
+
+
 FAKE_MODELS: dict[str, Model] = {
-    model.slug: model for model in (Invert(), MaskEcho(), Slow(), ExcInPredict(), RefusesInPredict(), MissingWeights())
+    model.slug: model
+    for model in (
+        Invert(),
+        MaskEcho(),
+        Slow(),
+        ExcInPredict(),
+        RefusesInPredict(),
+        MissingWeights(),
+        BlocksUntilReleased(),
+        HangsUntilReleased(),
+        CrashesItsWorker(),
+        CountsSteps(),
+    )
 }
 
 # The real registry's unbuilt slugs answer 501; background-eraser answers 503 without weights.

@@ -1,14 +1,18 @@
-"""The `retouch` command: serve, worker, models list, models install."""
+"""The `retouch` command: serve, worker, run, models list, models install, models pull."""
 
 from __future__ import annotations
 
-import logging
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
 
 from retouch.config import Settings
+from retouch.logs import configure_logging
+
+if TYPE_CHECKING:
+    from retouch.models.base import Model
 
 app = typer.Typer(help="retouch: self-hosted image-editing inference service.", no_args_is_help=True)
 models_app = typer.Typer(help="Model weights: list and install.", no_args_is_help=True)
@@ -20,13 +24,49 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**{key: value for key, value in overrides.items() if value is not None})
     except ValidationError as exc:
-        lines = [f"  RETOUCH_{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']} (got {error.get('input')!r})" for error in exc.errors()]
+        lines = []
+        for error in exc.errors():
+            name = "_".join(str(part) for part in error["loc"]).upper()
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(f"  RETOUCH_{name}: {message} (got {error.get('input')!r})" if name else f"  {message}")
         typer.echo("invalid settings:\n" + "\n".join(lines), err=True)
         raise typer.Exit(code=2) from None
 
 
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def choose_slugs(models: dict[str, Model], names: str | None) -> tuple[str, ...]:
+    """The slugs a worker serves: those named (comma-separated), or every built one."""
+    built = tuple(slug for slug, model in models.items() if model.built)
+    if not names:
+        return built
+    chosen = tuple(dict.fromkeys(name.strip() for name in names.split(",") if name.strip()))
+    unknown = [name for name in chosen if name not in built]
+    if unknown or not chosen:
+        typer.echo(f"error: unknown or unbuilt model(s) {', '.join(unknown) or '(none given)'}; choose from: {', '.join(built)}", err=True)
+        raise typer.Exit(code=2)
+    return chosen
+
+
+def run_server(settings: Settings, models: dict[str, Model]) -> None:
+    import uvicorn
+
+    from retouch.api.app import create_app
+
+    configure_logging(settings)
+    uvicorn.run(
+        create_app(settings, models=models),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        log_config=None,
+    )
+
+
+def run_worker(settings: Settings, models: dict[str, Model], slugs: tuple[str, ...], threads: int, metrics_port: int | None) -> int:
+    from retouch.jobs.process import supervise
+
+    configure_logging(settings)
+    return supervise(settings, models, slugs, threads, metrics_port)
 
 
 @app.command()
@@ -36,31 +76,91 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="Worker threads in this process; 0 = API only [RETOUCH_WORKERS].")] = None,
 ) -> None:
     """Run the HTTP API, with its workers in the same process (the embedded default)."""
-    import uvicorn
+    from retouch.models import MODELS
 
-    from retouch.api.app import create_app
-
-    settings = load_settings(host=host, port=port, workers=workers)
-    _configure_logging(settings)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
+    run_server(load_settings(host=host, port=port, workers=workers), MODELS)
 
 
 @app.command()
 def worker(
-    workers: Annotated[int, typer.Option(min=1, help="Worker threads in this process.")] = 1,
+    models: Annotated[str | None, typer.Option("--models", help="Comma-separated slugs to serve; default: every built one.")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker threads (jobs run at once).")] = 1,
+    metrics_port: Annotated[int | None, typer.Option(min=1, max=65535, help="Serve this worker's Prometheus metrics on this port.")] = None,
 ) -> None:
-    """Run workers only, as a separate process beside `retouch serve` (same home directory)."""
-    from retouch.jobs.service import Service
+    """Run workers only, beside `retouch serve --workers 0`: on the same home (embedded), or anywhere with
+    the same RETOUCH_QUEUE_URL (a fleet). SIGTERM drains: running jobs end, no new ones are taken."""
     from retouch.models import MODELS
 
     settings = load_settings()
-    _configure_logging(settings)
-    service = Service(settings, MODELS)
-    consumer = service.start_workers(workers, embedded=False)
-    assert consumer is not None
+    raise typer.Exit(code=run_worker(settings, MODELS, choose_slugs(MODELS, models), workers, metrics_port))
+
+
+@app.command("run")
+def run_command(
+    slug: Annotated[str, typer.Argument(help="The model, e.g. background-eraser.")],
+    parameters: Annotated[
+        list[str] | None, typer.Argument(help="NAME=VALUE pairs; an image parameter may be a file path. Values are typed as JSON would.")
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the (first) image; default: SLUG-ID.EXT here.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the result.")] = 600.0,
+) -> None:
+    """Run one request in this process (or, with RETOUCH_QUEUE_URL, on the fleet's workers) and save its image."""
+    import asyncio
+    import json
+
+    from retouch.errors import RetouchError
+    from retouch.jobs.records import Status
+    from retouch.jobs.service import JobService
+    from retouch.jobs.worker import WorkerPool
+    from retouch.models import MODELS
+    from retouch.models.validation import coerce_form_fields
+
+    settings = load_settings()
+    configure_logging(settings)
+    if slug not in MODELS:
+        typer.echo(f"error: unknown model {slug!r}; choose from: {', '.join(MODELS)}", err=True)
+        raise typer.Exit(code=2)
+    model = MODELS[slug]
+    fields: dict[str, str] = {}
+    uploads: dict[str, bytes] = {}
+    for pair in parameters or []:
+        name, equals, value = pair.partition("=")
+        if not equals:
+            typer.echo(f"error: {pair!r} is not NAME=VALUE", err=True)
+            raise typer.Exit(code=2)
+        if name in model.all_image_fields() and Path(value).expanduser().is_file():
+            uploads[name] = Path(value).expanduser().read_bytes()
+        else:
+            fields[name] = value
+    service = JobService(settings, MODELS)
+    pool = None if settings.fleet else WorkerPool(settings, MODELS, service.backend, (slug,), threads=1)
     try:
-        consumer.run()
+        if pool is not None:
+            pool.start(warm_up=False)
+        try:
+            record = service.submit(slug, coerce_form_fields(model.Input, fields), uploads)
+            if not asyncio.run(service.wait(record.id, timeout)):
+                typer.echo(f"error: request {record.id} did not finish within {timeout:g} s", err=True)
+                raise typer.Exit(code=1)
+            record = service.get(record.id)
+            if record.status is not Status.COMPLETED:
+                typer.echo(f"error: request {record.id} {record.status.value}: {record.error}", err=True)
+                raise typer.Exit(code=1)
+            written = []
+            for index, result in enumerate(service.outputs(record)):
+                extension = result.content_type.split("/")[-1].replace("jpeg", "jpg")
+                path = output or Path(f"{slug}-{record.id[:8]}.{extension}")
+                if index:
+                    path = path.with_name(f"{path.stem}-{index}{path.suffix}")
+                path.write_bytes(result.data)
+                written.append(str(path))
+        except RetouchError as error:
+            typer.echo(f"error: {error.message}", err=True)
+            raise typer.Exit(code=1) from None
+        typer.echo(json.dumps({"request_id": record.id, "outputs": written, "metrics": record.public_metrics()}))
     finally:
+        if pool is not None:
+            pool.stop()
         service.close()
 
 

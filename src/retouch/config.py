@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AnyHttpUrl, Field, field_validator
+from pydantic import AnyHttpUrl, ByteSize, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -68,11 +68,83 @@ class Settings(BaseSettings):
         default="u2net", description="U²-Net variant that refines the offline detector's boxes to shapes."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
+    log_format: Literal["text", "json"] = Field(default="text", description="Log lines as text, or one JSON object each (for log collectors).")
+    queue_url: str | None = Field(
+        default=None,
+        description="redis://HOST:PORT/DB puts the queue, job records, images, heartbeats and events on that Redis "
+        "(a fleet of API replicas and workers on several hosts); unset: SQLite and files under HOME (one machine).",
+    )
+    redis_prefix: str = Field(
+        default="retouch",
+        pattern=r"^[A-Za-z0-9_]{1,40}$",
+        description="Prefix of every Redis key, so that several deployments can share one Redis.",
+    )
+    store_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Seconds any one call to the job store (Redis, or SQLite's lock wait) may take before it counts as failed.",
+    )
+    lease: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a worker owns a running job without renewing it (renewed every third of it). "
+        "A job whose worker died runs again after about this long.",
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, le=100, description="Times a job is started before a worker that keeps dying on it makes it FAILED."
+    )
+    deadline: float = Field(default=600.0, gt=0, description="Seconds a job may run before it is FAILED and its worker recycled.")
+    deadlines: dict[str, float] = Field(
+        default_factory=dict,
+        description='Per-slug deadlines in seconds, over `deadline`, as JSON: {"magic-eraser": 120}.',
+    )
+    engine_memory_budget: ByteSize | None = Field(
+        default=None,
+        description="Memory the loaded engines of one worker process may hold (e.g. 8GB); past it the least recently "
+        "used idle engines are unloaded. Default: 80% of this machine's memory.",
+    )
 
     @field_validator("home", "weights_dir")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
+
+    @field_validator("queue_url")
+    @classmethod
+    def _queue_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"{value!r} is not a Redis URL; use redis://HOST:PORT/DB, rediss://... or unix:///path/to/socket")
+        return value
+
+    @field_validator("deadlines")
+    @classmethod
+    def _positive_deadlines(cls, value: dict[str, float]) -> dict[str, float]:
+        for slug, seconds in value.items():
+            if seconds <= 0:
+                raise ValueError(f"the deadline of {slug!r} is {seconds}; give a number of seconds above 0")
+        return value
+
+    @model_validator(mode="after")
+    def _lease_above_store_timeout(self) -> Settings:
+        # A lease that a single slow store call can outlive would let two workers own one job.
+        if self.lease < 3 * self.store_timeout:
+            raise ValueError(
+                f"lease ({self.lease:g} s) must be at least 3 times store_timeout ({self.store_timeout:g} s); "
+                "raise RETOUCH_LEASE or lower RETOUCH_STORE_TIMEOUT"
+            )
+        return self
+
+    @property
+    def fleet(self) -> bool:
+        """Whether the job system is on Redis (several hosts) rather than embedded under HOME."""
+        return self.queue_url is not None
+
+    def deadline_of(self, slug: str) -> float:
+        return self.deadlines.get(slug, self.deadline)
 
     @cached_property
     def weights_path(self) -> Path:

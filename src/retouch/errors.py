@@ -37,6 +37,12 @@ class NotFound(RetouchError):
     status_code = 404
 
 
+class Conflict(RetouchError):
+    """The request is in a state that does not allow this (cancelling a request that has ended)."""
+
+    status_code = 409
+
+
 class PayloadTooLarge(RetouchError):
     status_code = 413
 
@@ -69,6 +75,18 @@ class ServiceUnavailable(RetouchError):
 
 class WeightsMissing(ServiceUnavailable):
     pass
+
+
+class BackendUnavailable(ServiceUnavailable):
+    """The job store, the queue or the events backend did not answer in time."""
+
+
+class Cancelled(Exception):
+    """Raised at an engine's step when its request has been cancelled: the job ends CANCELED, not FAILED.
+
+    Not a RetouchError on purpose: nothing maps it to an HTTP answer, and no `except RetouchError`
+    in a model may swallow it.
+    """
 
 
 class SyncTimeout(RetouchError):

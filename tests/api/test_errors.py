@@ -244,14 +244,14 @@ def test_json_types_must_match(client, photo, wrong):
 
 
 def test_queue_that_cannot_take_a_job_is_503_and_the_record_says_failed(client, photo, monkeypatch):
-    from retouch.jobs.service import Service
+    from retouch.jobs.service import JobService
 
-    service: Service = client.app.state.service
+    service: JobService = client.app.state.service
 
-    def broken_enqueue(job_id: str) -> None:
+    def broken_enqueue(slug: str, job_id: str) -> None:
         raise OSError("database is locked")
 
-    monkeypatch.setattr(service, "_run_task", broken_enqueue)
+    monkeypatch.setattr(service.queue, "enqueue", broken_enqueue)
     response = client.post(f"/v2/{IMAGE_ONLY}", json={"image": b64(photo)})
     assert_error(response, 503, "try again")
     request_id = response.headers["x-request-id"]
@@ -263,7 +263,7 @@ def test_engine_that_returns_no_image_fails_the_request(client, photo, monkeypat
 
     from retouch.models.base import ModelResult
 
-    monkeypatch.setattr(Invert, "run", lambda self, params, images, engine: ModelResult(images=[]))
+    monkeypatch.setattr(Invert, "run", lambda self, params, images, engine, context: ModelResult(images=[]))
     assert_error(client.post(f"/v1/{IMAGE_ONLY}", json={"image": b64(photo)}), 422, "no image")
 
 

@@ -1,4 +1,4 @@
-"""The /v1 and /v2 flows of the contract, on fake engines."""
+"""The /v1 and /v2 flows of the contract, on fake engines; the job flows on both backends."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import time
 import numpy as np
 from images import b64, decode, png_bytes
 
-from retouch.config import Settings
-from retouch.jobs.service import Service
+from retouch.jobs.service import JobService
 
 
 def inverted(image: np.ndarray) -> np.ndarray:
@@ -21,12 +20,17 @@ def wait_completed(client, status_url: str, timeout: float = 20) -> dict:
     while True:
         response = client.get(status_url)
         body = response.json()
-        if body["status"] in ("COMPLETED", "FAILED") or time.monotonic() > deadline:
+        if body["status"] in ("COMPLETED", "FAILED", "CANCELED") or time.monotonic() > deadline:
             return body
         time.sleep(0.05)
 
 
-def test_v1_returns_image_bytes(client, photo):
+def test_v1_returns_image_bytes(make_client, backend_settings, photo):
+    with make_client(**backend_settings) as client:
+        _test_v1_returns_image_bytes(client, photo)
+
+
+def _test_v1_returns_image_bytes(client, photo):
     response = client.post("/v1/fake-invert", json={"image": b64(photo), "output_format": "png"})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/png"
@@ -47,7 +51,12 @@ def test_v1_alpha_stays_png(client, photo):
     assert result.shape == rgba.shape and np.all(result[..., 3] == 100)
 
 
-def test_v1_base64_json_with_every_sample(client, photo):
+def test_v1_base64_json_with_every_sample(make_client, backend_settings, photo):
+    with make_client(**backend_settings) as client:
+        _test_v1_base64_json_with_every_sample(client, photo)
+
+
+def _test_v1_base64_json_with_every_sample(client, photo):
     response = client.post("/v1/fake-invert", json={"image": b64(photo), "base64": True, "samples": 2, "output_format": "png"})
     body = response.json()
     assert body["status"] == "COMPLETED"
@@ -57,7 +66,12 @@ def test_v1_base64_json_with_every_sample(client, photo):
     assert body["metrics"]["engine"] == "fake"
 
 
-def test_v2_flow_with_absolute_urls(client, photo):
+def test_v2_flow_with_absolute_urls(make_client, backend_settings, photo):
+    with make_client(**backend_settings) as client:
+        _test_v2_flow_with_absolute_urls(client, photo)
+
+
+def _test_v2_flow_with_absolute_urls(client, photo):
     submitted = client.post("/v2/fake-invert", json={"image": b64(photo), "output_format": "png", "samples": 2})
     assert submitted.status_code == 200
     body = submitted.json()
@@ -82,7 +96,12 @@ def test_v2_flow_with_absolute_urls(client, photo):
     assert client.get(f"/v2/requests/{request_id}/output/2").status_code == 404
 
 
-def test_v2_base64_output_is_the_string(client, photo):
+def test_v2_base64_output_is_the_string(make_client, backend_settings, photo):
+    with make_client(**backend_settings) as client:
+        _test_v2_base64_output_is_the_string(client, photo)
+
+
+def _test_v2_base64_output_is_the_string(client, photo):
     body = client.post("/v2/fake-invert", json={"image": b64(photo), "base64": True, "output_format": "png"}).json()
     wait_completed(client, body["status_url"])
     result = client.get(body["response_url"]).json()
@@ -141,48 +160,60 @@ def test_image_url_input_on_a_trusted_network(make_client, photo, image_server):
     assert np.array_equal(decode(response.content), inverted(photo))
 
 
-def test_results_expire_after_retention(make_client, photo, tmp_path):
-    with make_client(retention=0.5) as client:
-        body = client.post("/v1/fake-invert", json={"image": b64(photo), "base64": True}).json()
+def test_results_expire_after_retention_with_their_images(make_client, backend_settings, photo):
+    with make_client(retention=0.5, **backend_settings) as client:
         submitted = client.post("/v2/fake-invert", json={"image": b64(photo)}).json()
         request_id = submitted["request_id"]
         assert wait_completed(client, submitted["status_url"])["status"] == "COMPLETED"
-        job_folder = tmp_path / "home" / "jobs" / request_id
-        assert any(job_folder.iterdir())
+        service: JobService = client.app.state.service
+        record = service.store.get(request_id)
+        assert service.blobs.get(request_id, record.outputs[0].name) is not None
+        assert record.inputs and all(service.blobs.get(request_id, name) is None for name in record.inputs)
         time.sleep(0.8)
         assert client.get(submitted["status_url"]).status_code == 404
         assert client.get(submitted["response_url"]).status_code == 404
-        service: Service = client.app.state.service
-        assert service.cleanup_expired() >= 1
-        assert not job_folder.exists()
-        assert service.records.get(request_id) is None
-    assert body["status"] == "COMPLETED"
+        service.store.purge_expired(service.settings.retention)
+        # Record and images together: nothing is left behind.
+        assert service.store.get(request_id) is None
+        assert service.blobs.get(request_id, record.outputs[0].name) is None
+        assert leftovers(service, request_id) == []
 
 
-def test_queued_jobs_run_after_a_restart(make_client, photo, tmp_path):
+def leftovers(service: JobService, request_id: str) -> list[str]:
+    """Anything still stored under the request's id: files, or Redis keys."""
+    if service.backend.kind == "embedded":
+        folder = service.settings.jobs_path / request_id
+        return [path.name for path in folder.iterdir()] if folder.exists() else []
+    client = service.store.client  # type: ignore[attr-defined]
+    return [key.decode() for key in client.scan_iter(match=f"{service.settings.redis_prefix}:*{request_id}*")]
+
+
+def test_queued_jobs_run_after_a_restart(make_client, backend_settings, photo, tmp_path):
     home = tmp_path / "restart-home"
-    with make_client(workers=0, home=home) as client:
+    with make_client(workers=0, home=home, **backend_settings) as client:
         ids = [client.post("/v2/fake-invert", json={"image": b64(photo)}).json()["request_id"] for _ in range(3)]
         assert all(client.get(f"/v2/requests/{i}/status").json()["status"] == "QUEUED" for i in ids)
-    with make_client(workers=1, home=home) as client:
+    with make_client(workers=1, home=home, **backend_settings) as client:
         statuses = [wait_completed(client, f"/v2/requests/{i}/status")["status"] for i in ids]
     assert statuses == ["COMPLETED"] * 3
 
 
-def test_job_left_processing_by_a_dead_worker_runs_again(make_client, photo, tmp_path):
+def test_a_job_left_processing_by_a_dead_worker_runs_again_within_two_leases(make_client, backend_settings, photo, tmp_path):
     home = tmp_path / "crash-home"
-    with make_client(workers=0, home=home) as client:
+    lease = {"lease": 1.5, "store_timeout": 0.5}
+    with make_client(workers=0, home=home, **lease, **backend_settings) as client:
         request_id = client.post("/v2/fake-invert", json={"image": b64(photo)}).json()["request_id"]
-    service = Service(Settings(home=home), {})
-    from retouch.jobs.records import Status
-
-    # As if another worker process had taken the job and died: its heartbeat stopped long ago.
-    service.huey.dequeue()
-    assert service.records.transition(request_id, Status.QUEUED, Status.PROCESSING, worker="host:1:dead")
-    service.records.heartbeat("host:1:dead", time.time() - 3600)
-    service.close()
-    with make_client(workers=1, home=home) as client:
-        assert wait_completed(client, f"/v2/requests/{request_id}/status")["status"] == "COMPLETED"
+        service: JobService = client.app.state.service
+        # As if a worker had taken the job and died: its entry is gone and its lease is never renewed.
+        assert service.queue.dequeue(("fake-invert",), timeout=1) == request_id
+        assert service.store.take(request_id, "host:1:dead", lease=1.5) is not None
+        taken = time.monotonic()
+    with make_client(workers=1, home=home, **lease, **backend_settings) as client:
+        status = wait_completed(client, f"/v2/requests/{request_id}/status")
+        ran_again_after = time.monotonic() - taken
+    assert status["status"] == "COMPLETED"
+    assert status["metrics"]["attempts"] == 2
+    assert ran_again_after < 2 * 1.5 + 1.0
 
 
 def test_engine_loads_once_under_concurrent_first_requests(make_client, photo):
@@ -196,12 +227,14 @@ def test_engine_loads_once_under_concurrent_first_requests(make_client, photo):
     assert FakeEngine.setups == 1
 
 
-def test_v1_learns_of_completion_without_polling(make_client, photo):
-    """With the records' safety-net re-check an hour apart, /v1 can only answer through the notification."""
-    with make_client(idle_poll=60, sync_timeout=15) as client:
+def test_v1_learns_of_completion_without_polling(make_client, backend_settings, photo):
+    """With the record's safety-net re-check a minute apart, /v1 can only answer this soon through the notice."""
+    started = time.monotonic()
+    with make_client(idle_poll=60, sync_timeout=15, **backend_settings) as client:
         response = client.post("/v1/fake-invert", json={"image": b64(photo), "output_format": "png"})
     assert response.status_code == 200
     assert np.array_equal(decode(response.content), inverted(photo))
+    assert time.monotonic() - started < 15
 
 
 def test_models_listing(client):
@@ -213,6 +246,9 @@ def test_models_listing(client):
     assert models["background-eraser"]["weights_installed"] is False
     assert models["bg-replace"]["built"] is False
     assert models["background-eraser"]["input_schema"]["properties"]["grow_mask"]["maximum"] == 50
+    # The client's own worker serves every built slug; bg-replace (not built) has none.
+    assert models["fake-invert"]["live_workers"] == 1
+    assert models["bg-replace"]["live_workers"] == 0
 
 
 def test_openapi_documents_each_slug(client):
@@ -223,56 +259,19 @@ def test_openapi_documents_each_slug(client):
     assert schema["properties"]["grow_mask"]["maximum"] == 50
     assert "image" in schema["required"]
     assert "/v2/requests/{request_id}/status" in spec["paths"]
+    # Every answer is described: the submit answer, the status, the result, the errors.
+    submit = spec["paths"]["/v2/background-eraser"]["post"]["responses"]
+    assert submit["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/SubmitAnswer")
+    assert submit["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    status = spec["paths"]["/v2/requests/{request_id}/status"]["get"]["responses"]
+    assert status["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/StatusAnswer")
+    assert status["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/EndedBadly")
+    assert "delete" in spec["paths"]["/v2/requests/{request_id}"]
+    schemas = spec["components"]["schemas"]
+    assert {"ResultAnswer", "ModelsAnswer", "CancelAnswer", "Metrics"} <= set(schemas)
+    assert "progress" in schemas["StatusAnswer"]["properties"]
 
 
 def test_health(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready"}
-
-
-def test_the_periodic_task_deletes_expired_results(make_client, photo, tmp_path):
-    import datetime
-
-    with make_client(retention=0.3) as client:
-        submitted = client.post("/v2/fake-invert", json={"image": b64(photo)}).json()
-        assert wait_completed(client, submitted["status_url"])["status"] == "COMPLETED"
-        time.sleep(0.5)
-        service: Service = client.app.state.service
-        due = service.huey.read_periodic(datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None))
-        assert [task.name for task in due] == ["retouch.cleanup"]
-        for task in due:
-            service.huey.execute(task)
-        assert not (tmp_path / "home" / "jobs" / submitted["request_id"]).exists()
-        assert service.records.get(submitted["request_id"]) is None
-
-
-def test_cleanup_spares_a_submission_in_flight_and_removes_old_orphans(client):
-    import os
-
-    service: Service = client.app.state.service
-    service.blobs.put("in-flight", "input-image.npy", b"written before its record")
-    service.blobs.put("orphan", "output-0.png", b"record already deleted")
-    old = time.time() - 7200
-    os.utime(service.blobs.root / "orphan", (old, old))
-    service.cleanup_expired()
-    assert service.blobs.get("in-flight", "input-image.npy") is not None
-    assert not (service.blobs.root / "orphan").exists()
-
-
-def test_a_running_job_of_a_live_worker_is_left_alone(client, photo):
-    from retouch.jobs.records import Status
-
-    service: Service = client.app.state.service
-    with_fresh_heartbeat = "other-host:7:alive"
-    service.records.heartbeat(with_fresh_heartbeat, time.time())
-    request_id = "running-elsewhere"
-    from retouch.jobs.records import JobRecord
-
-    service.records.create(
-        JobRecord(id=request_id, slug="fake-invert", status=Status.PROCESSING, created_at=time.time(), params={},
-                  params_digest="x", worker=with_fresh_heartbeat, started_at=time.time())
-    )  # fmt: skip
-    assert service.requeue_abandoned() == 0
-    assert service.records.get(request_id).status is Status.PROCESSING
-    service.records.heartbeat(with_fresh_heartbeat, time.time() - 3600)
-    assert service.requeue_abandoned() == 1

@@ -1,16 +1,48 @@
-"""Plain ASGI middleware: a request id on every response, the body-size limit, and the last-resort 500."""
+"""Plain ASGI middleware: a request id on every response, one log line and the metrics of each request,
+the body-size limit, and the last-resort 500."""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from retouch.errors import PayloadTooLarge
 
 logger = logging.getLogger(__name__)
+request_logger = logging.getLogger("retouch.requests")
+
+
+class HttpMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "retouch_http_requests_total", "HTTP requests answered, by route, slug and status code.", ["route", "slug", "code"], registry=registry
+        )
+        self.duration = Histogram(
+            "retouch_http_request_duration_seconds",
+            "Seconds from a request's arrival to its answer, by route and slug.",
+            ["route", "slug"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60),
+            registry=registry,
+        )
+
+
+def route_of(method: str, path: str) -> str:
+    """A bounded name for the kind of request, for metrics: never the path itself (ids, unknown slugs)."""
+    parts = path.strip("/").split("/")
+    if len(parts) == 2 and parts[0] in ("v1", "v2") and method == "POST":
+        return parts[0]
+    if parts[:2] == ["v2", "requests"] and len(parts) >= 3:
+        if len(parts) == 3:
+            return "cancel" if method == "DELETE" else "result"
+        return {"status": "status", "output": "output"}.get(parts[3], "other")
+    if path in ("/v1/models", "/healthz", "/readyz", "/metrics"):
+        return path.rsplit("/", 1)[-1]
+    return "other"
 
 
 def new_request_id() -> str:
@@ -19,24 +51,30 @@ def new_request_id() -> str:
 
 class RequestContextMiddleware:
     """Gives each request an id (`scope["state"]["request_id"]`, also the job id of a submission), sets
-    `x-request-id` on its response, and turns an unhandled exception into a JSON 500 that names the id
-    (logged with its traceback; never a stack trace in the body)."""
+    `x-request-id` on its response, logs one line for it (id, method, path, slug, status, milliseconds)
+    and counts it, and turns an unhandled exception into a JSON 500 that names the id (logged with
+    its traceback; never a stack trace in the body). The routes name the slug in `scope["state"]["slug"]`."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         request_id = new_request_id()
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
         started = False
+        status_code = 500
+        arrived = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status_code
             if message["type"] == "http.response.start":
                 started = True
+                status_code = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": headers}
@@ -57,6 +95,29 @@ class RequestContextMiddleware:
                 }
             )
             await send_with_id({"type": "http.response.body", "body": body})
+        finally:
+            self._record(scope, request_id, status_code, time.perf_counter() - arrived)
+
+    def _record(self, scope: Scope, request_id: str, status_code: int, seconds: float) -> None:
+        method, path = scope.get("method", ""), scope.get("path", "")
+        slug = scope.get("state", {}).get("slug", "")
+        route = route_of(method, path)
+        if self.metrics is not None:
+            self.metrics.requests.labels(route, slug, str(status_code)).inc()
+            self.metrics.duration.labels(route, slug).observe(seconds)
+        # Health probes and scrapes arrive every few seconds: only their failures are worth a line.
+        if route in ("healthz", "readyz", "metrics") and status_code < 400:
+            return
+        request_logger.info(
+            "%s %s %s %s %d %.1f ms",
+            request_id,
+            method,
+            path,
+            slug or "-",
+            status_code,
+            seconds * 1000,
+            extra={"request_id": request_id, "method": method, "path": path, "slug": slug or None, "status": status_code, "duration_ms": round(seconds * 1000, 1)},
+        )
 
 
 class BodyLimitMiddleware:

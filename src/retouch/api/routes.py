@@ -1,4 +1,7 @@
-"""The HTTP contract: /v1 runs and waits, /v2 queues and returns, /v2/requests/... reads results."""
+"""The HTTP contract: /v1 runs and waits, /v2 queues and returns, /v2/requests/... reads and cancels.
+
+Routes only parse HTTP and shape answers; `JobService.submit` does every check, fetch and decode.
+"""
 
 from __future__ import annotations
 
@@ -8,73 +11,102 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from retouch.errors import NotFound, ServiceUnavailable, SyncTimeout
-from retouch.jobs.records import JobRecord, Status
-from retouch.jobs.service import Service
-from retouch.models.base import Model
-from retouch.api.inputs import check_sources, read_parameters, read_sources, validate_parameters
+from retouch.api.inputs import read_parameters
+from retouch.api.schemas import (
+    CancelAnswer,
+    EndedBadly,
+    HealthAnswer,
+    Metrics,
+    ModelEntry,
+    ModelsAnswer,
+    ResultAnswer,
+    StatusAnswer,
+    SubmitAnswer,
+    SyncBase64Answer,
+    error_responses,
+)
 from retouch.api.urls import output_url, public_base, request_links
+from retouch.errors import BackendUnavailable, NotFound, ServiceUnavailable, SyncTimeout
+from retouch.jobs.records import JobRecord, Status
+from retouch.jobs.service import JobService
+from retouch.models.base import Model
+
+_SUBMIT_ERRORS = error_responses(400, 413, 429, 501, 503)
 
 
-def _service(request: Request) -> Service:
+def _service(request: Request) -> JobService:
     return request.app.state.service
 
 
-def _failed_body(record: JobRecord) -> dict[str, Any]:
-    return {"request_id": record.id, "status": Status.FAILED.value, "error": record.error or "the request failed"}
+def _tag(request: Request, slug: str) -> None:
+    """Name the slug for the request log line and the metrics."""
+    request.scope.setdefault("state", {})["slug"] = slug
 
 
-def _status_code(record: JobRecord) -> int:
-    return 422 if record.status is Status.FAILED else 200
+def _ended_badly(record: JobRecord, with_metrics: bool) -> JSONResponse:
+    default = "the request was cancelled" if record.status is Status.CANCELED else "the request failed"
+    body = EndedBadly(
+        request_id=record.id,
+        status=record.status.value,  # type: ignore[arg-type] - only FAILED or CANCELED come here
+        error=record.error or default,
+        metrics=Metrics(**record.public_metrics()) if with_metrics else None,
+    )
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=422)
+
+
+async def _read(request: Request, request_id: str) -> JobRecord:
+    record = await run_in_threadpool(_service(request).get, request_id)
+    _tag(request, record.slug)
+    return record
 
 
 async def _submit(request: Request, model: Model) -> JobRecord:
-    """Validate, decode and queue: every refusal (400, 501, 503, 429) happens here, before a job exists."""
+    _tag(request, model.slug)
     service = _service(request)
-    params, uploads = await read_parameters(request, model)
-    inputs = validate_parameters(model, params, uploads)
-    model.check_ready(service.settings)
-    model.check_params(inputs, service.settings)
-    sources = await run_in_threadpool(read_sources, model, inputs, uploads, service.settings)
-    await run_in_threadpool(check_sources, model, inputs, sources, service.settings)
-    job_id = request.scope["state"]["request_id"]
-    return await run_in_threadpool(service.submit, job_id, model, inputs, sources)
+    params, uploads = await read_parameters(request, model, service.settings)
+    request_id = request.scope["state"]["request_id"]
+    return await run_in_threadpool(service.submit, model.slug, params, uploads, request_id=request_id)
 
 
 def _sync_handler(model: Model) -> Callable[[Request], Awaitable[Response]]:
     async def run_sync(request: Request) -> Response:
         service = _service(request)
         record = await _submit(request, model)
+        links = request_links(public_base(request, service.settings), record.id)
         if not await service.wait(record.id, service.settings.sync_timeout):
-            links = request_links(public_base(request, service.settings), record.id)
+            try:
+                status = (await run_in_threadpool(service.get, record.id)).status.value
+            except BackendUnavailable as error:
+                # Accepted and not lost: the id and its URLs let the caller poll once the store answers.
+                raise ServiceUnavailable(f"{error.message}; the request was accepted: poll its status_url", {"request_id": record.id, **links}) from None
             raise SyncTimeout(
                 f"the request did not finish within {service.settings.sync_timeout:g} s; it goes on: poll its status_url",
                 record.id,
-                {"status": service.get(record.id).status.value, **links},
+                {"status": status, **links},
             )
-        record = service.get(record.id)
-        if record.status is Status.FAILED:
-            return JSONResponse(_failed_body(record), status_code=422)
+        record = await run_in_threadpool(service.get, record.id)
+        if record.status in (Status.FAILED, Status.CANCELED):
+            return _ended_badly(record, with_metrics=False)
         outputs = await run_in_threadpool(service.outputs, record)
         if record.base64:
             encoded = [base64.b64encode(output.data).decode() for output in outputs]
-            return JSONResponse(
-                {"image": encoded[0], "images": encoded, "status": Status.COMPLETED.value, "metrics": record.metrics}
-            )
+            answer = SyncBase64Answer(image=encoded[0], images=encoded, status="COMPLETED", metrics=Metrics(**record.public_metrics()))
+            return JSONResponse(answer.model_dump(exclude_none=True))
         return Response(content=outputs[0].data, media_type=outputs[0].content_type)
 
     run_sync.__name__ = f"run_{model.slug.replace('-', '_')}"
     return run_sync
 
 
-def _async_handler(model: Model) -> Callable[[Request], Awaitable[Response]]:
-    async def submit(request: Request) -> Response:
+def _async_handler(model: Model) -> Callable[[Request], Awaitable[SubmitAnswer]]:
+    async def submit(request: Request) -> SubmitAnswer:
         service = _service(request)
         record = await _submit(request, model)
         links = request_links(public_base(request, service.settings), record.id)
-        return JSONResponse({"request_id": record.id, "status": record.status.value, **links})
+        return SubmitAnswer(request_id=record.id, status=record.status.value, **links)  # type: ignore[arg-type]
 
     submit.__name__ = f"submit_{model.slug.replace('-', '_')}"
     return submit
@@ -98,8 +130,11 @@ def _request_body_schema(model: Model) -> dict[str, Any]:
     }
 
 
+_IMAGE_CONTENT = {"image/png": {}, "image/jpeg": {}, "image/webp": {}, "application/json": {"schema": SyncBase64Answer.model_json_schema()}}
+
+
 def add_model_routes(app: FastAPI, models: dict[str, Model]) -> None:
-    """One /v1 and one /v2 route per slug, each documented with its Input schema."""
+    """One /v1 and one /v2 route per slug, each documented with its Input schema and its answers."""
     for model in models.values():
         extra = _request_body_schema(model)
         app.add_api_route(
@@ -111,6 +146,11 @@ def add_model_routes(app: FastAPI, models: dict[str, Model]) -> None:
             tags=[model.slug],
             openapi_extra=extra,
             response_class=Response,
+            responses={
+                200: {"content": _IMAGE_CONTENT, "description": "The image (or JSON with base64 images when base64=true)."},
+                **_SUBMIT_ERRORS,
+                **error_responses(422, 504),
+            },
         )
         app.add_api_route(
             f"/v2/{model.slug}",
@@ -120,84 +160,123 @@ def add_model_routes(app: FastAPI, models: dict[str, Model]) -> None:
             description=model.summary,
             tags=[model.slug],
             openapi_extra=extra,
+            response_model=SubmitAnswer,
+            responses=_SUBMIT_ERRORS,
         )
 
 
 router = APIRouter()
 
 
-@router.get("/v1/models", tags=["service"])
-async def list_models(request: Request) -> JSONResponse:
+@router.get("/v1/models", tags=["service"], response_model=ModelsAnswer)
+async def list_models(request: Request) -> ModelsAnswer:
     service = _service(request)
-    entries = []
-    for model in service.models.values():
-        entries.append(
-            {
-                "slug": model.slug,
-                "summary": model.summary,
-                "built": model.built,
-                "engine": model.engine_name(service.settings),
-                "weights_installed": model.weights_installed(service.settings),
-                "input_schema": model.Input.model_json_schema(),
-            }
+    try:
+        live = await run_in_threadpool(service.live_workers)
+    except BackendUnavailable:
+        live = dict.fromkeys(service.models, 0)
+    entries = [
+        ModelEntry(
+            slug=model.slug,
+            summary=model.summary,
+            built=model.built,
+            engine=model.engine_name(service.settings),
+            weights_installed=model.weights_installed(service.settings),
+            live_workers=live.get(model.slug, 0),
+            input_schema=model.Input.model_json_schema(),
         )
-    return JSONResponse({"models": entries})
+        for model in service.models.values()
+    ]
+    return ModelsAnswer(models=entries)
 
 
 @router.post("/v1/{slug}", include_in_schema=False)
 @router.post("/v2/{slug}", include_in_schema=False)
 async def unknown_model(slug: str, request: Request) -> Response:
-    known = ", ".join(_service(request).models)
-    raise NotFound(f"unknown model '{slug}'; this server has: {known}")
+    raise NotFound(f"unknown model '{slug}'; this server has: {', '.join(_service(request).models)}")
 
 
-@router.get("/v2/requests/{request_id}/status", tags=["requests"])
-async def request_status(request_id: str, request: Request) -> JSONResponse:
-    record = _service(request).get(request_id)
-    if record.status is Status.FAILED:
-        return JSONResponse(_failed_body(record), status_code=422)
-    return JSONResponse({"request_id": record.id, "status": record.status.value, "metrics": record.metrics})
+@router.get(
+    "/v2/requests/{request_id}/status", tags=["requests"], response_model=StatusAnswer, responses=error_responses(404, 422, 503)
+)
+async def request_status(request_id: str, request: Request) -> Response:
+    record = await _read(request, request_id)
+    if record.status in (Status.FAILED, Status.CANCELED):
+        return _ended_badly(record, with_metrics=False)
+    answer = StatusAnswer(request_id=record.id, status=record.status.value, progress=record.progress, metrics=Metrics(**record.public_metrics()))  # type: ignore[arg-type]
+    return JSONResponse(answer.model_dump(exclude_none=True))
 
 
-@router.get("/v2/requests/{request_id}", tags=["requests"])
-async def request_result(request_id: str, request: Request) -> JSONResponse:
+@router.get("/v2/requests/{request_id}", tags=["requests"], response_model=ResultAnswer, responses=error_responses(404, 422, 503))
+async def request_result(request_id: str, request: Request) -> Response:
     service = _service(request)
-    record = service.get(request_id)
-    if record.status is Status.FAILED:
-        return JSONResponse({**_failed_body(record), "metrics": record.metrics}, status_code=422)
-    body: dict[str, Any] = {"request_id": record.id, "status": record.status.value, "metrics": record.metrics}
+    record = await _read(request, request_id)
+    if record.status in (Status.FAILED, Status.CANCELED):
+        return _ended_badly(record, with_metrics=True)
+    output: str | None = None
+    outputs: list[str] | None = None
     if record.status is Status.COMPLETED:
         if record.base64:
-            outputs = await run_in_threadpool(service.outputs, record)
-            encoded = [base64.b64encode(output.data).decode() for output in outputs]
-            body["output"], body["outputs"] = encoded[0], encoded
+            stored = await run_in_threadpool(service.outputs, record)
+            outputs = [base64.b64encode(each.data).decode() for each in stored]
         else:
             base = public_base(request, service.settings)
-            urls = [output_url(base, record.id, index) for index in range(len(record.outputs))]
-            body["output"], body["outputs"] = urls[0], urls
-    else:
-        body["output"] = None
-    return JSONResponse(body)
+            outputs = [output_url(base, record.id, index) for index in range(len(record.outputs))]
+        output = outputs[0]
+    answer = ResultAnswer(
+        request_id=record.id,
+        status=record.status.value,  # type: ignore[arg-type]
+        output=output,
+        outputs=outputs,
+        progress=record.progress,
+        metrics=Metrics(**record.public_metrics()),
+    )
+    # `output` stays in the body as null until COMPLETED, as the hosted API answers.
+    return JSONResponse({**answer.model_dump(exclude_none=True), "output": output})
 
 
-@router.get("/v2/requests/{request_id}/output/{index}", tags=["requests"])
+@router.get(
+    "/v2/requests/{request_id}/output/{index}",
+    tags=["requests"],
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}, "description": "The image."}, **error_responses(404, 422)},
+)
 async def request_output(request_id: str, index: int, request: Request) -> Response:
     service = _service(request)
-    record = service.get(request_id)
+    record = await _read(request, request_id)
     output = await run_in_threadpool(service.output, record, index)
     return Response(content=output.data, media_type=output.content_type)
 
 
-@router.get("/healthz", tags=["service"])
-async def healthz() -> JSONResponse:
-    return JSONResponse({"status": "ok"})
+@router.delete(
+    "/v2/requests/{request_id}",
+    tags=["requests"],
+    response_model=CancelAnswer,
+    responses={202: {"model": CancelAnswer, "description": "Cancel asked; it stops at its engine's next step."}, **error_responses(404, 409, 503)},
+)
+async def cancel_request(request_id: str, request: Request) -> Response:
+    await _read(request, request_id)
+    record = await run_in_threadpool(_service(request).cancel, request_id)
+    if record.status is Status.CANCELED:
+        return JSONResponse(CancelAnswer(request_id=record.id, status="CANCELED", cancel_requested=True).model_dump())
+    answer = CancelAnswer(request_id=record.id, status=record.status.value, cancel_requested=True)  # type: ignore[arg-type]
+    return JSONResponse(answer.model_dump(), status_code=202)
 
 
-@router.get("/readyz", tags=["service"])
-async def readyz(request: Request) -> JSONResponse:
-    service = _service(request)
-    if not await run_in_threadpool(service.queue_reachable):
-        raise ServiceUnavailable("the queue database cannot be read")
-    if not await run_in_threadpool(service.workers_alive):
-        raise ServiceUnavailable("no worker is running: start `retouch worker`, or `retouch serve` with --workers 1 or more")
-    return JSONResponse({"status": "ready"})
+@router.get("/healthz", tags=["service"], response_model=HealthAnswer)
+async def healthz() -> HealthAnswer:
+    return HealthAnswer(status="ok")
+
+
+@router.get("/readyz", tags=["service"], response_model=HealthAnswer, responses=error_responses(503))
+async def readyz(request: Request) -> HealthAnswer:
+    problems = await run_in_threadpool(_service(request).readiness_problems)
+    if problems:
+        raise ServiceUnavailable("; ".join(problems))
+    return HealthAnswer(status="ready")
+
+
+@router.get("/metrics", tags=["service"], response_class=Response, responses={200: {"content": {"text/plain": {}}, "description": "Prometheus metrics."}})
+async def metrics(request: Request) -> Response:
+    registry = request.app.state.metrics_registry
+    return Response(content=await run_in_threadpool(generate_latest, registry), media_type=CONTENT_TYPE_LATEST)

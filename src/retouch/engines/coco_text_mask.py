@@ -8,6 +8,8 @@ object is never dropped from the mask.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from retouch.detection.boxes import TextMaskResult, expand_box, non_maximum_suppression
@@ -56,15 +58,22 @@ class CocoTextMaskEngine:
             mask[top:bottom, left:right] = shape
         return mask
 
-    def segment(self, image: np.ndarray, prompt: str, min_score: float, iou_threshold: float) -> TextMaskResult:
-        """Everything the prompt names, scoring at least `min_score` (calibrated), after NMS at `iou_threshold`."""
+    def segment(
+        self, image: np.ndarray, prompt: str, min_score: float, iou_threshold: float, on_step: Callable[[float], None] | None = None
+    ) -> TextMaskResult:
+        """Everything the prompt names, scoring at least `min_score` (calibrated), after NMS at `iou_threshold`.
+        ``on_step(fraction)`` is called after the detection and after each box's refinement."""
         queries = parse_prompt(prompt)
         class_ids = {class_id for query in queries for class_id in query.class_ids}
         detections = non_maximum_suppression(self.detector.detect(image, class_ids, min_score), iou_threshold)
         union = np.zeros(image.shape[:2], np.uint8)
         kept = []
-        for detection in detections:
+        if on_step is not None:
+            on_step(0.2)
+        for index, detection in enumerate(detections):
             shape = self.refine(image, detection.box)
+            if on_step is not None:
+                on_step(0.2 + 0.8 * (index + 1) / len(detections))
             matching = [query for query in queries if detection.class_id in query.class_ids]
             if not any(all(has_colour(image, shape, colour) for colour in query.colours) for query in matching):
                 continue

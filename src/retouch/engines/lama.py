@@ -12,6 +12,7 @@ Like PatchMatch, it works on a crop around the mask (imaging/crop.py) and change
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,8 +97,9 @@ class LamaEngine:
             self._session = session
             self._output_scale = self._probe_output_scale()
 
-    def predict(self, image: np.ndarray, mask: np.ndarray, seed: int) -> np.ndarray:
-        """Fill the hole (mask >= 128) of an RGB uint8 image; LaMa is deterministic, `seed` is unused."""
+    def predict(self, image: np.ndarray, mask: np.ndarray, seed: int, on_step: Callable[[float], None] | None = None) -> np.ndarray:
+        """Fill the hole (mask >= 128) of an RGB uint8 image; LaMa is deterministic, `seed` is unused.
+        One forward pass: ``on_step`` is called once, before it (the last point where a cancel is cheap)."""
         if self._session is None or self.layout is None:
             raise RuntimeError("LamaEngine.setup() must be called before predict()")
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or mask.shape != image.shape[:2]:
@@ -106,6 +108,8 @@ class LamaEngine:
         if not hole.any():
             return image.copy()
         plan = crop_around_mask(image, hole, margin=CROP_MARGIN, max_side=MAX_WORKING_SIDE)
+        if on_step is not None:
+            on_step(0.0)
         filled = self.fill(plan.image, plan.mask)
         return paste_back(image, plan, filled, hole, feather=SEAM_FEATHER)
 

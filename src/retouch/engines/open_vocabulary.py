@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -211,8 +212,11 @@ class OpenVocabularyEngine:
         union[selected.cpu().numpy()] = 255
         return union
 
-    def segment(self, image: np.ndarray, prompt: str, min_score: float, iou_threshold: float) -> TextMaskResult:
-        """What the prompt's phrases name, scoring at least ``min_score``, after NMS per phrase at ``iou_threshold``."""
+    def segment(
+        self, image: np.ndarray, prompt: str, min_score: float, iou_threshold: float, on_step: Callable[[float], None] | None = None
+    ) -> TextMaskResult:
+        """What the prompt's phrases name, scoring at least ``min_score``, after NMS per phrase at ``iou_threshold``.
+        ``on_step(fraction)`` is called between the detection and the masks."""
         phrases = split_phrases(prompt)
         if not phrases:
             raise InvalidInput(f"prompt={prompt!r} names nothing to look for; give words, e.g. 'white horse, dog'")
@@ -222,5 +226,7 @@ class OpenVocabularyEngine:
         torch = _import_torch()
         with torch.inference_mode():
             detections = non_maximum_suppression(self.detect(rgb, phrases, min_score), iou_threshold)
+            if on_step is not None:
+                on_step(0.5)
             mask = self.masks(rgb, detections)
         return TextMaskResult(mask=mask, detections=detections)

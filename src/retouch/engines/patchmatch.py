@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -161,11 +162,12 @@ class PatchMatchEngine:
             self.device = "cpu"
             logger.info("PatchMatch kernels ready in %.2f s (device %r runs on the CPU)", time.perf_counter() - started, device)
 
-    def predict(self, image: np.ndarray, mask: np.ndarray, seed: int) -> np.ndarray:
+    def predict(self, image: np.ndarray, mask: np.ndarray, seed: int, on_step: Callable[[float], None] | None = None) -> np.ndarray:
         """The image with the hole (mask >= 128) filled; RGB uint8, same size.
 
         Pixels outside the hole are bit-identical to the input. An empty mask returns a copy;
         a mask over the whole image raises InvalidInput. The same seed gives the same output.
+        ``on_step(fraction)`` is called after each EM round (it may raise to stop the fill).
         """
         _check_image(image)
         if not isinstance(mask, np.ndarray) or mask.ndim != 2 or mask.shape != image.shape[:2]:
@@ -183,10 +185,10 @@ class PatchMatchEngine:
             raise InvalidInput("the mask covers the whole image: there is nothing left to fill from")
         plan = crop_around_mask(image, binary, margin=self.margin, max_side=self.max_side, min_margin=self.min_margin)
         with _KERNEL_LOCK:
-            filled = self.complete(plan.image, plan.mask > 0, int(seed))
+            filled = self.complete(plan.image, plan.mask > 0, int(seed), on_step)
         return paste_back(image, plan, filled, binary, feather=self.seam_width)
 
-    def complete(self, image: np.ndarray, hole: np.ndarray, seed: int) -> np.ndarray:
+    def complete(self, image: np.ndarray, hole: np.ndarray, seed: int, on_step: Callable[[float], None] | None = None) -> np.ndarray:
         """``image`` (RGB uint8) with the ``hole`` (bool) pixels synthesised; no crop, no seam blend.
 
         Pixels outside the hole are returned unchanged. Raises InvalidInput when no pixel is
@@ -235,6 +237,10 @@ class PatchMatchEngine:
                     field, distances, radius, passes, round_key, self.search_bands,
                 )
                 weights = self._vote_weights(level, distances)
+                if on_step is not None:
+                    # Each level has four times the pixels of the next coarser one: weigh the rounds so.
+                    done = sum(4.0**-d for d in range(depth + 1, len(levels))) + 4.0**-depth * (em_round + 1) / rounds
+                    on_step(min(1.0, done / sum(4.0**-d for d in range(len(levels)))))
                 if depth == 0 and em_round == rounds - 1:
                     self._final_vote(level, field, weights, radius, vote_mode)
                     break

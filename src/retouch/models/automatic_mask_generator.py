@@ -10,7 +10,7 @@ from pydantic import Field
 from retouch.errors import JobFailed
 from retouch.imaging.masks import draw_overlay, grow_mask, invert_mask, is_empty, mask_as_alpha
 from retouch.models import text_masks
-from retouch.models.base import ModelInput, ModelResult, image_field, seed_field
+from retouch.models.base import ModelInput, ModelResult, RunContext, image_field, seed_field
 
 
 class AutomaticMaskGeneratorInput(ModelInput):
@@ -30,10 +30,10 @@ class AutomaticMaskGenerator(text_masks.TextMaskModel):
     Input: ClassVar[type[ModelInput]] = AutomaticMaskGeneratorInput
     summary: ClassVar[str] = "Text prompt to mask (COCO detector + U²-Net offline; OWLv2 + SAM when installed)."
 
-    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any) -> ModelResult:
+    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any, context: RunContext) -> ModelResult:
         assert isinstance(params, AutomaticMaskGeneratorInput)
         image = images["image"]
-        found = engine.segment(image, params.prompt, params.threshold, text_masks.IOU_DEFAULT)
+        found = engine.segment(image, params.prompt, params.threshold, text_masks.IOU_DEFAULT, on_step=context.step)
         if params.stop_on_empty_mask and is_empty(found.mask):
             raise JobFailed(f"nothing matching '{params.prompt}' was found")
         mask = grow_mask(found.mask, params.grow_mask)

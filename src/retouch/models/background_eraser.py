@@ -8,9 +8,9 @@ import numpy as np
 from pydantic import Field
 
 from retouch.config import Settings
-from retouch.jobs.engine_cache import EngineCache
+from retouch.engines.cache import EngineCache
 from retouch.imaging.masks import grow_mask, invert_mask, mask_as_alpha
-from retouch.models.base import Model, ModelInput, ModelResult, image_field
+from retouch.models.base import Model, ModelInput, ModelResult, RunContext, image_field
 
 
 class BackgroundEraserInput(ModelInput):
@@ -38,7 +38,7 @@ class BackgroundEraser(Model):
 
         return U2NetEngine.from_settings(settings, variant=settings.background_eraser_model)
 
-    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any) -> ModelResult:
+    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any, context: RunContext) -> ModelResult:
         assert isinstance(params, BackgroundEraserInput)
         image = images["image"]
         mask = engine.predict(image)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -10,10 +11,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from retouch.config import Settings
-from retouch.errors import EngineNotBuilt
+from retouch.errors import Cancelled, EngineNotBuilt
 
 if TYPE_CHECKING:
-    from retouch.jobs.engine_cache import EngineCache
+    from retouch.engines.cache import EngineCache
 
 SEED_MAX = 999_999_999_999_999
 
@@ -45,6 +46,31 @@ def image_field(description: str) -> Any:
 
 def seed_field() -> Any:
     return Field(default=-1, ge=-1, le=SEED_MAX, description="Random seed; -1 picks one (reported in metrics.seed).")
+
+
+class RunContext:
+    """What a running job offers its model: progress, cancellation and the deadline.
+
+    The job system passes its own subclass; this base (never cancelled, progress ignored, no
+    deadline) is what a direct caller such as a benchmark passes. Engines that work in steps take
+    `step` as a plain callback, so they never see the job system.
+    """
+
+    #: `time.monotonic()` by which the job must have ended (infinity: none).
+    deadline: float = math.inf
+
+    def progress(self, fraction: float) -> None:
+        """Report how far the job is, 0 to 1 (shown as `progress` on /status)."""
+
+    def cancelled(self) -> bool:
+        """Whether the request has been cancelled (or this worker no longer owns it)."""
+        return False
+
+    def step(self, fraction: float) -> None:
+        """Report progress, then stop the job (raise Cancelled) if it has been cancelled."""
+        self.progress(fraction)
+        if self.cancelled():
+            raise Cancelled()
 
 
 @dataclass
@@ -98,8 +124,9 @@ class Model(ABC):
         engine takes its parts from `engines.shared(name, factory)` so they are loaded once."""
 
     @abstractmethod
-    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any) -> ModelResult:
-        """Run on decoded images; never sees HTTP, base64 or URLs."""
+    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any, context: RunContext) -> ModelResult:
+        """Run on decoded images; never sees HTTP, base64 or URLs. Engines that work in steps call
+        `context.step(fraction)` between them (progress, and the point where a cancel takes effect)."""
 
 
 class UnbuiltModel(Model):
@@ -119,5 +146,5 @@ class UnbuiltModel(Model):
     def create_engine(self, settings: Settings, engines: EngineCache) -> Any:
         raise self._refuse()
 
-    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any) -> ModelResult:
+    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any, context: RunContext) -> ModelResult:
         raise self._refuse()

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from retouch.imaging.masks import draw_boxes, draw_overlay, grow_mask, invert_mask
 from retouch.models import text_masks
-from retouch.models.base import ModelInput, ModelResult, image_field
+from retouch.models.base import ModelInput, ModelResult, RunContext, image_field
 
 
 class InpaintMaskMakerInput(ModelInput):
@@ -27,10 +27,10 @@ class InpaintMaskMaker(text_masks.TextMaskModel):
     Input: ClassVar[type[ModelInput]] = InpaintMaskMakerInput
     summary: ClassVar[str] = "Detection to mask (COCO detector + U²-Net offline; OWLv2 + SAM when installed)."
 
-    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any) -> ModelResult:
+    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any, context: RunContext) -> ModelResult:
         assert isinstance(params, InpaintMaskMakerInput)
         image = images["image"]
-        found = engine.segment(image, params.prompt, params.confidence_thresh, params.iou_thresh)
+        found = engine.segment(image, params.prompt, params.confidence_thresh, params.iou_thresh, on_step=context.step)
         mask = grow_mask(found.mask, params.grow_mask)
         if params.invert_mask:
             mask = invert_mask(mask)

@@ -11,8 +11,8 @@ from pydantic import Field
 from retouch.config import Settings
 from retouch.errors import InvalidInput
 from retouch.imaging.masks import grow_mask, invert_mask
-from retouch.jobs.engine_cache import EngineCache
-from retouch.models.base import Model, ModelInput, ModelResult, image_field, seed_field
+from retouch.engines.cache import EngineCache
+from retouch.models.base import Model, ModelInput, ModelResult, RunContext, image_field, seed_field
 
 
 class MagicEraserInput(ModelInput):
@@ -71,14 +71,14 @@ class MagicEraser(Model):
 
         return PatchMatchEngine()
 
-    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any) -> ModelResult:
+    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any, context: RunContext) -> ModelResult:
         assert isinstance(params, MagicEraserInput)
         image = images["image"]
         hole = hole_of(params, images["mask"])
         seed = params.seed if params.seed >= 0 else secrets.randbelow(1_000_000_000)
         if not np.any(hole >= 128):
             return ModelResult(images=[image.copy()], metrics={"seed": seed})
-        filled = engine.predict(np.ascontiguousarray(image[..., :3]), hole, seed)
+        filled = engine.predict(np.ascontiguousarray(image[..., :3]), hole, seed, on_step=context.step)
         if image.shape[2] == 4:
             filled = np.dstack([filled, image[..., 3]])
         return ModelResult(images=[filled], metrics={"seed": seed})

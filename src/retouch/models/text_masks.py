@@ -7,7 +7,7 @@ from typing import Any
 
 from retouch.config import Settings
 from retouch.detection.vocabulary import parse_prompt
-from retouch.jobs.engine_cache import EngineCache
+from retouch.engines.cache import EngineCache
 from retouch.models.base import Model, ModelInput
 from retouch.weights import hub
 from retouch.weights.store import locate

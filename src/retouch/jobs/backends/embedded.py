@@ -1,0 +1,531 @@
+"""The embedded backend: job records in SQLite, blobs in a folder per job, events as Unix datagrams.
+
+Everything lives under RETOUCH_HOME, so the processes that share it (`retouch serve`, any
+`retouch worker` beside it) form one deployment on one machine. Conditional writes are single
+UPDATEs guarded by their WHERE clause (SQLite applies each atomically, in WAL mode across
+processes); the write that ends a job then deletes its input files, being the only one that can.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import sqlite3
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from huey.storage import SqliteStorage
+
+from retouch.errors import BackendUnavailable
+from retouch.jobs.backends.base import NOTICES, queue_name
+from retouch.jobs.backends.watchers import LocalWatchers
+from retouch.jobs.records import (
+    FIELDS,
+    TRIED_TOO_OFTEN,
+    CancelOutcome,
+    JobRecord,
+    LeaseOutcome,
+    OutputFile,
+    Renewal,
+    Status,
+    record_from_fields,
+    record_to_fields,
+)
+
+logger = logging.getLogger(__name__)
+
+# ---- blobs ----------------------------------------------------------------------------------
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class FileBlobStore:
+    """A folder per job. Writes are atomic (a reader in another process never sees half a file)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, job_id: str, name: str) -> Path:
+        if not _SAFE_NAME.match(job_id) or not _SAFE_NAME.match(name):
+            raise ValueError(f"unsafe blob name {job_id!r}/{name!r}")
+        return self.root / job_id / name
+
+    def put(self, job_id: str, name: str, data: bytes, ttl: float | None = None) -> None:
+        path = self._path(job_id, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def get(self, job_id: str, name: str) -> bytes | None:
+        try:
+            return self._path(job_id, name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def remove(self, job_id: str, name: str) -> None:
+        self._path(job_id, name).unlink(missing_ok=True)
+
+    def delete_job(self, job_id: str) -> None:
+        shutil.rmtree(self._path(job_id, "x").parent, ignore_errors=True)
+
+    def job_ids(self, older_than: float | None = None) -> list[str]:
+        """Ids of the job folders, optionally only those last modified before `older_than` (a timestamp)."""
+        ids = []
+        for entry in self.root.iterdir():
+            try:
+                if entry.is_dir() and (older_than is None or entry.stat().st_mtime < older_than):
+                    ids.append(entry.name)
+            except FileNotFoundError:
+                continue
+        return ids
+
+    def close(self) -> None:
+        return None
+
+
+# ---- records ---------------------------------------------------------------------------------
+
+# Each migration takes the schema from the version before it to its own; PRAGMA user_version holds
+# the version reached. Version 1 is the schema of retouch 0.1 (its databases have user_version 0
+# and the tables already there, which the IF NOT EXISTS keeps).
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS jobs (
+        id TEXT PRIMARY KEY,
+        slug TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        params TEXT NOT NULL,
+        params_digest TEXT NOT NULL,
+        base64 INTEGER NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        worker TEXT,
+        engine TEXT,
+        metrics TEXT NOT NULL,
+        error TEXT,
+        outputs TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
+    CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
+    CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, seen REAL NOT NULL);
+    """,
+    """
+    ALTER TABLE jobs ADD COLUMN inputs TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN lease_until REAL;
+    ALTER TABLE jobs ADD COLUMN enqueued_at REAL;
+    ALTER TABLE jobs ADD COLUMN progress REAL;
+    ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN owner_key TEXT;
+    ALTER TABLE jobs ADD COLUMN idempotency_key TEXT;
+    ALTER TABLE jobs ADD COLUMN webhook TEXT;
+    CREATE INDEX IF NOT EXISTS jobs_slug_status ON jobs (slug, status);
+    ALTER TABLE workers ADD COLUMN slugs TEXT NOT NULL DEFAULT '[]';
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_TERMINAL = tuple(status.value for status in Status if status.is_terminal())
+
+
+def migrate(connection: sqlite3.Connection, legacy_inputs: Callable[[str], list[str]]) -> int:
+    """Bring the database to SCHEMA_VERSION; returns the version it was at. `legacy_inputs(job_id)` names the
+    input blobs of a job recorded by retouch 0.1, which did not record them."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        found = connection.execute("PRAGMA user_version").fetchone()[0]
+        if found > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"the job database was written by a newer retouch (schema {found}; this one knows {SCHEMA_VERSION}); "
+                "upgrade retouch, or give this one another RETOUCH_HOME"
+            )
+        for version in range(found, SCHEMA_VERSION):
+            for statement in MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            if version == 1:
+                unfinished = connection.execute("SELECT id FROM jobs WHERE status IN ('QUEUED', 'PROCESSING')").fetchall()
+                for (job_id,) in unfinished:
+                    connection.execute("UPDATE jobs SET inputs = ? WHERE id = ?", (json.dumps(legacy_inputs(job_id)), job_id))
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    return found
+
+
+class SqliteJobStore:
+    """Job records in one SQLite file shared by the processes of one home (WAL mode)."""
+
+    def __init__(self, path: Path, blobs: FileBlobStore, timeout: float) -> None:
+        self.path = path
+        self.blobs = blobs
+        self.timeout = timeout
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        with self._errors():
+            migrate(self._connect(), self._legacy_inputs)
+
+    def _legacy_inputs(self, job_id: str) -> list[str]:
+        folder = self.blobs.root / job_id
+        return sorted(entry.name for entry in folder.glob("input-*")) if folder.is_dir() else []
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+            connection.row_factory = sqlite3.Row
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            self._local.connection = connection
+            with self._connections_lock:
+                self._connections.append(connection)
+        return connection
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as error:
+            raise BackendUnavailable(f"the job database {self.path} is not usable right now ({error}); try again in a moment") from None
+
+    def _execute(self, sql: str, parameters: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        with self._errors():
+            return self._connect().execute(sql, parameters)
+
+    def now(self) -> float:
+        return time.time()
+
+    def ping(self) -> None:
+        self._execute("SELECT 1 FROM jobs LIMIT 1").fetchall()
+
+    def create(self, record: JobRecord) -> JobRecord:
+        now = self.now()
+        record.created_at = record.enqueued_at = now
+        values = record_to_fields(record)
+        placeholders = ", ".join("?" for _ in FIELDS)
+        self._execute(f"INSERT INTO jobs ({', '.join(FIELDS)}) VALUES ({placeholders})", tuple(values[name] for name in FIELDS))
+        return record
+
+    def get(self, job_id: str) -> JobRecord | None:
+        row = self._execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return record_from_fields(dict(row)) if row is not None else None
+
+    def take(self, job_id: str, worker: str, lease: float) -> JobRecord | None:
+        now = self.now()
+        cursor = self._execute(
+            "UPDATE jobs SET status = 'PROCESSING', worker = ?, started_at = ?, lease_until = ?, attempts = attempts + 1,"
+            " progress = NULL WHERE id = ? AND status = 'QUEUED'",
+            (worker, now, now + lease, job_id),
+        )
+        return self.get(job_id) if cursor.rowcount == 1 else None
+
+    def renew(self, job_id: str, worker: str, lease: float) -> Renewal:
+        cursor = self._execute(
+            "UPDATE jobs SET lease_until = ? WHERE id = ? AND status = 'PROCESSING' AND worker = ? RETURNING cancel_requested",
+            (self.now() + lease, job_id, worker),
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return Renewal.LOST
+        return Renewal.CANCEL_REQUESTED if row[0] else Renewal.OWNED
+
+    def set_progress(self, job_id: str, worker: str, fraction: float) -> bool:
+        cursor = self._execute(
+            "UPDATE jobs SET progress = ? WHERE id = ? AND status = 'PROCESSING' AND worker = ?", (fraction, job_id, worker)
+        )
+        return cursor.rowcount == 1
+
+    def _end(self, job_id: str, guard: str, guard_parameters: tuple[Any, ...], changes: dict[str, Any]) -> bool:
+        """The write that ends a job: guarded, and then the only one that deletes its inputs."""
+        changes = {**changes, "finished_at": self.now(), "lease_until": None}
+        assignments = ", ".join(f"{name} = ?" for name in changes)
+        cursor = self._execute(
+            f"UPDATE jobs SET {assignments} WHERE id = ? AND {guard} RETURNING inputs",
+            (*changes.values(), job_id, *guard_parameters),
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return False
+        for name in json.loads(row[0]):
+            self.blobs.remove(job_id, name)
+        return True
+
+    def finish(self, job_id: str, worker: str, outputs: list[OutputFile], engine: str, metrics: dict[str, Any]) -> bool:
+        changes = {
+            "status": Status.COMPLETED.value,
+            "outputs": json.dumps([output.__dict__ for output in outputs]),
+            "engine": engine,
+            "metrics": json.dumps(metrics),
+            "progress": 1.0,
+        }
+        return self._end(job_id, "status = 'PROCESSING' AND worker = ?", (worker,), changes)
+
+    def fail(self, job_id: str, worker: str, error: str, metrics: dict[str, Any] | None = None) -> bool:
+        changes: dict[str, Any] = {"status": Status.FAILED.value, "error": error}
+        if metrics is not None:
+            changes["metrics"] = json.dumps(metrics)
+        return self._end(job_id, "status = 'PROCESSING' AND worker = ?", (worker,), changes)
+
+    def fail_queued(self, job_id: str, error: str) -> bool:
+        return self._end(job_id, "status = 'QUEUED'", (), {"status": Status.FAILED.value, "error": error})
+
+    def cancel(self, job_id: str) -> CancelOutcome:
+        if self._end(job_id, "status = 'QUEUED'", (), {"status": Status.CANCELED.value, "error": "the request was cancelled"}):
+            return CancelOutcome.CANCELED
+        cursor = self._execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status = 'PROCESSING'", (job_id,))
+        if cursor.rowcount == 1:
+            return CancelOutcome.REQUESTED
+        return CancelOutcome.NOT_FOUND if self.get(job_id) is None else CancelOutcome.ENDED
+
+    def cancel_at_step(self, job_id: str, worker: str) -> bool:
+        changes = {"status": Status.CANCELED.value, "error": "the request was cancelled while it ran"}
+        return self._end(job_id, "status = 'PROCESSING' AND worker = ?", (worker,), changes)
+
+    def expired_leases(self, slug: str) -> list[str]:
+        rows = self._execute(
+            "SELECT id FROM jobs WHERE slug = ? AND status = 'PROCESSING' AND lease_until < ?", (slug, self.now())
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def expire_lease(self, job_id: str, max_attempts: int) -> LeaseOutcome | None:
+        now = self.now()
+        guard = "status = 'PROCESSING' AND lease_until < ?"
+        record = self.get(job_id)
+        if record is None or record.status is not Status.PROCESSING:
+            return None
+        if record.attempts >= max_attempts:
+            error = TRIED_TOO_OFTEN.format(attempts=record.attempts, worker=record.worker)
+            ended = self._end(job_id, guard + " AND attempts = ?", (now, record.attempts), {"status": Status.FAILED.value, "error": error})
+            return LeaseOutcome.FAILED if ended else None
+        cursor = self._execute(
+            f"UPDATE jobs SET status = 'QUEUED', worker = NULL, lease_until = NULL, started_at = NULL, progress = NULL,"
+            f" enqueued_at = ? WHERE id = ? AND {guard}",
+            (now, job_id, now),
+        )
+        return LeaseOutcome.REQUEUED if cursor.rowcount == 1 else None
+
+    def stale_queued(self, slug: str, older_than: float) -> list[str]:
+        rows = self._execute(
+            "SELECT id FROM jobs WHERE slug = ? AND status = 'QUEUED' AND enqueued_at < ? ORDER BY created_at",
+            (slug, self.now() - older_than),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def mark_enqueued(self, job_id: str) -> bool:
+        cursor = self._execute("UPDATE jobs SET enqueued_at = ? WHERE id = ? AND status = 'QUEUED'", (self.now(), job_id))
+        return cursor.rowcount == 1
+
+    def count(self, status: Status, slug: str | None = None) -> int:
+        if slug is None:
+            return self._execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (status.value,)).fetchone()[0]
+        return self._execute("SELECT COUNT(*) FROM jobs WHERE slug = ? AND status = ?", (slug, status.value)).fetchone()[0]
+
+    def heartbeat(self, worker: str, slugs: tuple[str, ...]) -> None:
+        self._execute(
+            "INSERT INTO workers (id, seen, slugs) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET seen = excluded.seen, slugs = excluded.slugs",
+            (worker, self.now(), json.dumps(list(slugs))),
+        )
+
+    def live_workers(self, within: float) -> dict[str, tuple[str, ...]]:
+        rows = self._execute("SELECT id, slugs FROM workers WHERE seen >= ?", (self.now() - within,)).fetchall()
+        return {row["id"]: tuple(json.loads(row["slugs"])) for row in rows}
+
+    def forget_worker(self, worker: str) -> None:
+        self._execute("DELETE FROM workers WHERE id = ?", (worker,))
+
+    def purge_expired(self, retention: float) -> int:
+        now = self.now()
+        placeholders = ", ".join("?" for _ in _TERMINAL)
+        rows = self._execute(
+            f"SELECT id FROM jobs WHERE status IN ({placeholders}) AND finished_at < ?", (*_TERMINAL, now - retention)
+        ).fetchall()
+        for (job_id,) in rows:
+            self.blobs.delete_job(job_id)
+            self._execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        # Folders without a record: a crash between the two deletes above. A submission writes its
+        # inputs before its record, so only folders older than any submission in flight are orphans.
+        for job_id in self.blobs.job_ids(older_than=now - max(retention, ORPHAN_GRACE_SECONDS)):
+            if self.get(job_id) is None:
+                self.blobs.delete_job(job_id)
+        self._execute("DELETE FROM workers WHERE seen < ?", (now - WORKER_FORGOTTEN_AFTER,))
+        return len(rows)
+
+    def close(self) -> None:
+        """Close every thread's connection; a thread that uses the store afterwards opens a new one."""
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            connection.close()
+        self._local = threading.local()
+
+
+ORPHAN_GRACE_SECONDS = 600.0
+WORKER_FORGOTTEN_AFTER = 86_400.0
+
+
+# ---- queue ----------------------------------------------------------------------------------
+
+
+class SqliteJobQueue:
+    """Rows of Huey's SqliteStorage; an idle worker polls them, woken at once by a datagram when a job is queued."""
+
+    def __init__(self, path: Path, prefix: str, slugs: tuple[str, ...], events: DatagramEvents, timeout: float) -> None:
+        self.events = events
+        self._storages = {slug: SqliteStorage(name=queue_name(prefix, slug), filename=str(path), timeout=timeout) for slug in slugs}
+        self._turn = itertools.count()
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as error:
+            raise BackendUnavailable(f"the queue database is not usable right now ({error}); try again in a moment") from None
+
+    def enqueue(self, slug: str, job_id: str) -> None:
+        with self._errors():
+            self._storages[slug].enqueue(job_id.encode())
+        self.events.publish_wake(slug)
+
+    def _next(self, slugs: tuple[str, ...]) -> str | None:
+        # Each look starts at another slug, so that one busy slug cannot starve the others.
+        start = next(self._turn) % len(slugs)
+        for slug in slugs[start:] + slugs[:start]:
+            with self._errors():
+                data = self._storages[slug].dequeue()
+            if data is not None:
+                return bytes(data).decode()
+        return None
+
+    def dequeue(self, slugs: tuple[str, ...], timeout: float) -> str | None:
+        job_id = self._next(slugs)
+        if job_id is None and self.events.wait_for_wake(timeout):
+            job_id = self._next(slugs)
+        return job_id
+
+    def pending(self, slug: str) -> int:
+        with self._errors():
+            return self._storages[slug].queue_size()
+
+    def interrupt(self) -> None:
+        self.events.watchers.wake.set()
+
+    def close(self) -> None:
+        for storage in self._storages.values():
+            storage.close()
+
+
+
+# ---- events ----------------------------------------------------------------------------------
+
+_WAKE = "wake"
+# Unix socket paths are limited to 108 bytes on Linux (104 on macOS).
+_MAX_SOCKET_PATH = 100
+
+
+def socket_folder(run_path: Path) -> Path:
+    """The folder of the sockets: run_path itself, or a short one in the temp dir when its path is too long."""
+    if len(str(run_path)) + 30 <= _MAX_SOCKET_PATH:
+        return run_path
+    digest = hashlib.sha256(str(run_path).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"retouch-{os.getuid()}-{digest}"
+
+
+class DatagramEvents:
+    """Events between the processes of one home: each binds a Unix datagram socket in a shared folder,
+    and every notice is sent to all of them. A lost datagram costs only latency: workers still poll
+    (at `idle_poll`) and waiters re-check the record."""
+
+    def __init__(self, run_path: Path) -> None:
+        self.folder = socket_folder(run_path)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.folder.stat().st_uid != os.getuid():
+            raise RuntimeError(f"{self.folder} belongs to another user; set RETOUCH_HOME to a folder of your own")
+        self.watchers = LocalWatchers()
+        self._path = self.folder / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.sock"
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.bind(str(self._path))
+        self._closed = False
+        self._thread = threading.Thread(target=self._listen, name="retouch-events", daemon=True)
+        self._thread.start()
+
+    def publish_wake(self, slug: str) -> None:
+        self.watchers.wake.set()
+        self._broadcast(f"{_WAKE} {slug}")
+
+    def wake_event_set(self) -> bool:
+        return self.watchers.wake.is_set()
+
+    def wait_for_wake(self, timeout: float) -> bool:
+        woken = self.watchers.wake.wait(timeout)
+        self.watchers.wake.clear()
+        return woken
+
+    def publish_changed(self, job_id: str, kind: str) -> None:
+        self.watchers.notify(job_id, kind)
+        self._broadcast(f"{kind} {job_id}")
+
+    def watch(self, job_id: str, callback: Callable[[str], None]) -> Callable[[], None]:
+        return self.watchers.watch(job_id, callback)
+
+    async def wait_changed(self, job_id: str, timeout: float, is_done: Callable[[], bool], recheck: float) -> bool:
+        return await self.watchers.wait_changed(job_id, timeout, is_done, recheck)
+
+    def _broadcast(self, text: str) -> None:
+        message = text.encode()
+        for path in self.folder.glob("*.sock"):
+            if path == self._path:
+                continue
+            try:
+                self._socket.sendto(message, socket.MSG_DONTWAIT, str(path))
+            except (ConnectionRefusedError, FileNotFoundError):
+                path.unlink(missing_ok=True)
+            except (BlockingIOError, OSError) as exc:
+                logger.debug("notice to %s not sent: %s", path, exc)
+
+    def _listen(self) -> None:
+        while not self._closed:
+            try:
+                message = self._socket.recv(512)
+            except OSError:
+                return
+            kind, _, subject = message.decode(errors="replace").partition(" ")
+            if kind == _WAKE:
+                self.watchers.wake.set()
+            elif kind in NOTICES and subject:
+                self.watchers.notify(subject, kind)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            # The listener is blocked in recv: a datagram to ourselves lets it see the flag and return.
+            self._socket.sendto(b"stop", socket.MSG_DONTWAIT, str(self._path))
+        except OSError:
+            pass
+        self._thread.join(timeout=2)
+        self._socket.close()
+        self._path.unlink(missing_ok=True)
