@@ -81,3 +81,20 @@ def test_bad_parameter_reaches_the_sdk_as_its_error(client, photo):
         client.run_sync("fake-invert", image=b64(photo), samples=10)
     assert caught.value.status == 400
     assert "samples=10" in caught.value.detail
+
+
+def test_wait_ends_with_the_error_when_a_request_is_cancelled(client, server_url, photo, tmp_path, monkeypatch):
+    """CANCELED is served as 422 with an error, so the SDK's wait() ends instead of polling on."""
+    import httpx
+    from fakes import GATES_VARIABLE, started_marks
+
+    monkeypatch.setenv(GATES_VARIABLE, str(tmp_path))
+    job = client.submit_async("fake-blocks-until-released", image=b64(photo), gate="never-opened")
+    deadline = time.monotonic() + 20
+    while not started_marks("never-opened"):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert httpx.delete(f"{server_url}/v2/requests/{job.request_id}").status_code == 202
+    with pytest.raises(SegmindError) as caught:
+        job.wait(timeout=20, interval=0.05)
+    assert caught.value.status == 422 and "cancelled" in caught.value.detail

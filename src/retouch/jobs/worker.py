@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from retouch.config import Settings
 from retouch.engines.cache import EngineCache
@@ -35,6 +35,8 @@ from retouch.jobs.records import JobRecord, OutputFile, Renewal, Status
 from retouch.models.base import Model, RunContext
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Progress is written at most this often (engines may step many times a second).
 _PROGRESS_INTERVAL = 0.25
@@ -274,7 +276,7 @@ class WorkerPool:
             if model is None:
                 raise RetouchError(f"this worker does not know the model '{record.slug}'")
             params = model.Input.model_construct(**record.params)
-            stored = {name: self.backend.blobs.get(record.id, name) for name in record.inputs}
+            stored = {name: self._patiently(running, lambda name=name: self.backend.blobs.get(record.id, name)) for name in record.inputs}
             images = load_inputs(model, stored, self.settings)
             context.step(0.0)
             with self.engines.use(model) as engine:
@@ -290,7 +292,7 @@ class WorkerPool:
             self._confirm(running)
             # Unpublished until the finishing write: a loser's files expire unseen.
             for name, data, _ in encoded:
-                self.backend.blobs.put(record.id, name, data, ttl=self.settings.lease + self.settings.retention)
+                self._patiently(running, lambda name=name, data=data: self.backend.blobs.put(record.id, name, data, ttl=self.settings.lease + self.settings.retention))
             outputs = [OutputFile(name=name, content_type=content_type) for name, _, content_type in encoded]
             metrics = {"inference_time": round(inference_time, 4), "engine": model.engine_name(self.settings), "attempts": record.attempts, **result.metrics}
             return self._end(running, Status.COMPLETED, lambda: self.backend.store.finish(record.id, self.worker_id, outputs, metrics["engine"], metrics))
@@ -298,6 +300,11 @@ class WorkerPool:
             if running.lost or running.abandoned:
                 return None
             return self._end(running, Status.CANCELED, lambda: self.backend.store.cancel_at_step(record.id, self.worker_id))
+        except BackendUnavailable as error:
+            # Not the request's fault: it is left to the sweep, which runs it again once its lease ends.
+            logger.warning("request %s (%s) left unfinished: %s", record.id, record.slug, error.message)
+            running.lost = True
+            return None
         except RetouchError as error:
             message = error.message
         except Exception:
@@ -305,12 +312,31 @@ class WorkerPool:
             message = f"internal error while running this request (request id {record.id}); the server log has the details"
         return self._end(running, Status.FAILED, lambda: self.backend.store.fail(record.id, self.worker_id, message, {"attempts": record.attempts}))
 
+    def _patiently(self, running: Running, call: Callable[[], T]) -> T:
+        """A store call, tried again while the store does not answer and the lease may still be ours:
+        a stall shorter than the lease costs time, not the attempt. OwnershipLost once it is longer."""
+        delay = 0.1
+        while True:
+            if running.lost or running.abandoned:
+                raise OwnershipLost()
+            try:
+                return call()
+            except BackendUnavailable as error:
+                if time.monotonic() - running.last_renewed > self.settings.lease:
+                    logger.warning("request %s: the store did not answer for a whole lease (%s); the sweep runs it again", running.record.id, error.message)
+                    running.lost = True
+                    raise OwnershipLost() from None
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
+
     def _confirm(self, running: Running) -> None:
         """Before writing any output: renew, and stop if the job was taken over or cancelled meanwhile."""
         if running.lost or running.abandoned:
             raise OwnershipLost()
-        renewal = self._renew(running)
+        renewal = self._patiently(running, lambda: self.backend.store.renew(running.record.id, self.worker_id, self.settings.lease))
+        running.last_renewed = time.monotonic()
         if renewal is Renewal.LOST:
+            running.lost = True
             raise OwnershipLost()
         if renewal is Renewal.CANCEL_REQUESTED:
             raise Cancelled()
@@ -332,20 +358,11 @@ class WorkerPool:
         return renewal
 
     def _end(self, running: Running, status: Status, write: Callable[[], bool]) -> Status | None:
-        """The write that ends the job, tried again while the store does not answer and the lease may
-        still be ours. None if the job was no longer ours."""
-        delay = 0.1
-        while True:
-            if running.abandoned:
-                return None
-            try:
-                return status if write() else None
-            except BackendUnavailable as error:
-                if time.monotonic() - running.last_renewed > self.settings.lease:
-                    logger.warning("request %s: gave up ending it (%s); the sweep runs it again", running.record.id, error.message)
-                    return None
-                time.sleep(delay)
-                delay = min(2.0, delay * 2)
+        """The write that ends the job (patiently). None if the job was no longer ours."""
+        try:
+            return status if self._patiently(running, write) else None
+        except OwnershipLost:
+            return None
 
     # ---- maintenance: leases, heartbeat, deadlines ----
 
