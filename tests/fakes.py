@@ -6,6 +6,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -144,6 +145,15 @@ class GatedInput(ModelInput):
     gate: str = Field(pattern=r"^[a-z0-9-]{1,40}$", description="Name of the file whose creation lets it finish.")
 
 
+def wait_for_gate(gate: str, between_looks: Callable[[], None]) -> None:
+    """Mark a start of the gated job, then wait until its gate file exists, calling `between_looks`."""
+    folder = gates_folder()
+    (folder / f"{gate}.started.{os.getpid()}.{uuid.uuid4().hex[:6]}").touch()
+    while not (folder / gate).exists():
+        between_looks()
+        time.sleep(0.02)
+
+
 class BlocksUntilReleased(FakeModel):
     """Marks its start, then steps (progress 0.5, the point where a cancel takes effect) until its gate file
     exists; works across processes. Returns the image, and the pid that ran it as metrics.pid."""
@@ -153,11 +163,7 @@ class BlocksUntilReleased(FakeModel):
 
     def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any, context: RunContext) -> ModelResult:
         assert isinstance(params, GatedInput)
-        folder = gates_folder()
-        (folder / f"{params.gate}.started.{os.getpid()}.{uuid.uuid4().hex[:6]}").touch()
-        while not (folder / params.gate).exists():
-            context.step(0.5)
-            time.sleep(0.02)
+        wait_for_gate(params.gate, lambda: context.step(0.5))
         return ModelResult(images=[images["image"]], metrics={"pid": os.getpid()})
 
 
@@ -169,10 +175,7 @@ class HangsUntilReleased(FakeModel):
 
     def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any, context: RunContext) -> ModelResult:
         assert isinstance(params, GatedInput)
-        folder = gates_folder()
-        (folder / f"{params.gate}.started.{os.getpid()}.{uuid.uuid4().hex[:6]}").touch()
-        while not (folder / params.gate).exists():
-            time.sleep(0.02)
+        wait_for_gate(params.gate, lambda: None)
         return ModelResult(images=[images["image"]])
 
 

@@ -35,19 +35,27 @@ class RedisServer:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         arguments = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", ""]
-        arguments += ["--appendonly", "yes", "--appendfsync", "always"] if persistence else ["--appendonly", "no"]
-        self.process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.arguments = arguments + (["--appendonly", "yes", "--appendfsync", "always"] if persistence else ["--appendonly", "no"])
+        self.start()
+
+    def start(self) -> None:
+        """Start (or start again, on the same port and folder: what it persisted comes back)."""
+        self.process = subprocess.Popen(self.arguments, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url, socket_timeout=1)
         deadline = time.monotonic() + 20
         while True:
             try:
                 client.ping()
                 break
-            except redis.exceptions.ConnectionError:
+            except (redis.exceptions.ConnectionError, redis.exceptions.BusyLoadingError):
                 if time.monotonic() > deadline or self.process.poll() is not None:
                     raise RuntimeError(f"redis-server did not start on port {self.port}") from None
                 time.sleep(0.05)
         client.close()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
 
     def pause(self) -> None:
         self.process.send_signal(signal.SIGSTOP)

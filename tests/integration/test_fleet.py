@@ -268,6 +268,23 @@ def test_redis_stalled_during_traffic(make_fleet, tmp_path):
         server.stop()
 
 
+def test_redis_killed_and_restarted_loses_no_accepted_request(make_fleet, tmp_path):
+    """With its append-only file, a Redis killed (SIGKILL) and started again keeps every accepted request."""
+    server = RedisServer(tmp_path / "redis", persistence=True)
+    try:
+        fleet = make_fleet(server.url, RETOUCH_STORE_TIMEOUT="1", RETOUCH_LEASE="3")
+        base = fleet.start_api()
+        accepted = [submit(base, "fake-invert")["request_id"] for _ in range(4)]
+        server.kill()
+        assert httpx.post(f"{base}/v2/fake-invert", json={"image": png_b64(photo())}, timeout=30).status_code == 503
+        server.start()
+        fleet.start_worker("fake-invert")
+        for request_id in accepted:
+            assert wait_for(base, request_id, ("COMPLETED", "FAILED"), fleet=fleet)["status"] == "COMPLETED"
+    finally:
+        server.stop()
+
+
 def test_a_job_that_always_kills_its_worker_fails_after_three_attempts(fleet):
     base = fleet.start_api()
     fleet.start_worker("fake-crashes-its-worker")

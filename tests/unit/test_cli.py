@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 from retouch.cli import app
@@ -47,3 +48,34 @@ def test_models_list_shows_the_hub_models(tmp_path):
     assert result.exit_code == 0
     for name in ("owlv2", "sam", "lama"):
         assert any(line.split()[:1] == [name] and "missing" in line for line in result.output.splitlines())
+
+
+def test_a_lease_not_well_above_the_store_timeout_is_refused(tmp_path):
+    env = {"RETOUCH_HOME": str(tmp_path), "RETOUCH_LEASE": "10", "RETOUCH_STORE_TIMEOUT": "5"}
+    result = runner.invoke(app, ["models", "list"], env=env)
+    assert result.exit_code == 2
+    assert "lease (10 s) must be at least 3 times store_timeout (5 s)" in result.output
+
+
+def test_a_queue_url_that_is_not_redis_is_refused(tmp_path):
+    result = runner.invoke(app, ["models", "list"], env={"RETOUCH_HOME": str(tmp_path), "RETOUCH_QUEUE_URL": "http://10.0.0.1:6379"})
+    assert result.exit_code == 2
+    assert "RETOUCH_QUEUE_URL" in result.output and "redis://HOST:PORT/DB" in result.output
+
+
+def test_a_worker_for_an_unknown_model_is_refused_naming_the_known_ones(tmp_path):
+    result = runner.invoke(app, ["worker", "--models", "background-eraser,nope"], env={"RETOUCH_HOME": str(tmp_path)})
+    assert result.exit_code == 2
+    assert "nope" in result.output and "magic-eraser" in result.output
+    unbuilt = runner.invoke(app, ["worker", "--models", "bg-replace"], env={"RETOUCH_HOME": str(tmp_path)})
+    assert unbuilt.exit_code == 2 and "bg-replace" in unbuilt.output
+
+
+def test_deadlines_for_unknown_slugs_are_refused(tmp_path):
+    from retouch.config import Settings
+    from retouch.errors import InvalidInput
+    from retouch.jobs.service import JobService
+    from retouch.models import MODELS
+
+    with pytest.raises(InvalidInput, match="magic-erasr"):
+        JobService(Settings(home=tmp_path, deadlines={"magic-erasr": 5}), MODELS)

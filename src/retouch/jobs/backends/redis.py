@@ -48,6 +48,8 @@ from retouch.jobs.records import (
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+# Seconds between two measures of the offset of this host's clock from Redis's.
+CLOCK_CHECK = 30.0
 WORKER_FORGOTTEN_AFTER = 86_400.0
 
 _LIBRARY = """
@@ -233,6 +235,8 @@ class RedisJobStore:
         self.slugs = slugs
         self.retention_ms = max(1, int(retention * 1000))
         self.client = redis.Redis(connection_pool=pool)
+        self._clock_offset: float | None = None
+        self._clock_checked = 0.0
         scripts = {
             "create": _CREATE,
             "take": _TAKE,
@@ -271,7 +275,15 @@ class RedisJobStore:
             return self._scripts[script](keys=keys, args=list(arguments))
 
     def now(self) -> float:
-        return float(_text(self._call("now", None)))
+        """Redis's clock, as this host's clock plus an offset measured against Redis's TIME every
+        CLOCK_CHECK seconds: the one clock without a round trip on every read."""
+        local = time.monotonic()
+        if self._clock_offset is None or local - self._clock_checked > CLOCK_CHECK:
+            before = time.time()
+            remote = float(_text(self._call("now", None)))
+            self._clock_offset = remote - (before + time.time()) / 2
+            self._clock_checked = local
+        return time.time() + self._clock_offset
 
     def ping(self) -> None:
         with self._errors():
