@@ -81,6 +81,22 @@ def test_cancel_a_running_request_stops_it_at_its_next_step(make_client, backend
         assert client.post("/v1/fake-invert", json={"image": b64(photo)}).status_code == 200
 
 
+def test_a_cancel_asked_while_its_worker_was_dead_is_honoured_when_it_runs_again(make_client, backend_settings, photo):
+    with make_client(workers=0, lease=1.5, store_timeout=0.5, **backend_settings) as client:
+        service: JobService = client.app.state.service
+        request_id = client.post("/v2/fake-invert", json={"image": b64(photo)}).json()["request_id"]
+        assert service.queue.dequeue(("fake-invert",), timeout=1) == request_id
+        service.store.take(request_id, "host:1:dead", lease=1.5)
+        assert client.delete(f"/v2/requests/{request_id}").status_code == 202
+        pool = WorkerPool(service.settings, service.models, service.backend, ("fake-invert",), threads=1)
+        pool.start(warm_up=False)
+        try:
+            ended = poll(client, request_id, lambda body: body["status"] not in ("QUEUED", "PROCESSING"), timeout=30)
+        finally:
+            pool.stop()
+    assert ended["status"] == "CANCELED", ended
+
+
 def test_cancel_a_finished_or_unknown_request(make_client, backend_settings, photo):
     with make_client(**backend_settings) as client:
         completed = client.post("/v1/fake-invert", json={"image": b64(photo)}).headers["x-request-id"]

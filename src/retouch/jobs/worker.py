@@ -236,7 +236,13 @@ class WorkerPool:
             return None
         if self.metrics is not None:
             self.metrics.attempts.labels(record.slug).inc()
-        running = Running(record=record, deadline_seconds=self.settings.deadline_of(record.slug), thread=threading.current_thread())
+        # A cancel asked for while a dead worker held it is honoured at this attempt's first step.
+        running = Running(
+            record=record,
+            deadline_seconds=self.settings.deadline_of(record.slug),
+            thread=threading.current_thread(),
+            cancel_requested=record.cancel_requested,
+        )
 
         def on_notice(kind: str) -> None:
             if kind == "cancel":
