@@ -48,6 +48,22 @@ class Settings(BaseSettings):
     fetch_connect_timeout: float = Field(default=5.0, gt=0, description="Seconds to connect to an image URL.")
     fetch_read_timeout: float = Field(default=20.0, gt=0, description="Seconds to wait for each read from an image URL.")
     max_queued: int = Field(default=1000, ge=1, description="Requests that may wait in the queue; past it: 429.")
+    fetch_total_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds one image URL may take in all (waiting for a slot, redirects, the whole body)."
+    )
+    fetch_concurrency: int = Field(default=32, ge=1, le=1024, description="Image URLs one server process fetches at once.")
+    fetch_concurrency_per_host: int = Field(default=4, ge=1, le=1024, description="Image URLs fetched at once from any one host.")
+    header_timeout: float = Field(default=10.0, gt=0, description="Seconds a client has to send a request's headers; past it: 408 and closed.")
+    body_timeout: float = Field(default=20.0, gt=0, description="Seconds a request body may stall between two reads; past it: 408.")
+    max_header_bytes: int = Field(default=65_536, ge=1024, description="Largest request line and headers, in bytes; past it: 431.")
+    min_free_bytes: ByteSize = Field(
+        default=ByteSize(500_000_000), description="Free space the home (embedded) must keep; below it /readyz fails (e.g. 500MB)."
+    )
+    admit_without_workers: bool = Field(
+        default=False,
+        description="Accept /v2 requests for a slug that no live worker serves (for a fleet that starts workers on demand); "
+        "by default they are refused with 503.",
+    )
     idle_poll: float = Field(
         default=1.0,
         gt=0,

@@ -37,6 +37,20 @@ class NotFound(RetouchError):
     status_code = 404
 
 
+class MethodNotAllowed(RetouchError):
+    status_code = 405
+
+    def __init__(self, message: str, allowed: list[str]) -> None:
+        super().__init__(message)
+        self.allowed = allowed
+
+
+class RequestTimeout(RetouchError):
+    """The client stopped sending its request body."""
+
+    status_code = 408
+
+
 class Conflict(RetouchError):
     """The request is in a state that does not allow this (cancelling a request that has ended)."""
 
@@ -53,12 +67,18 @@ class JobFailed(RetouchError):
     status_code = 422
 
 
-class QueueFull(RetouchError):
+class Busy(RetouchError):
+    """Not now: the request would wait too long, or too much is already in flight. `Retry-After` says when."""
+
     status_code = 429
 
     def __init__(self, message: str, retry_after: int = 5) -> None:
         super().__init__(message)
-        self.retry_after = retry_after
+        self.retry_after = max(1, int(retry_after))
+
+
+class QueueFull(Busy):
+    pass
 
 
 class EngineNotBuilt(RetouchError):
@@ -79,6 +99,14 @@ class WeightsMissing(ServiceUnavailable):
 
 class BackendUnavailable(ServiceUnavailable):
     """The job store, the queue or the events backend did not answer in time."""
+
+
+class StorageFull(BackendUnavailable):
+    """The server's storage (its disk, or Redis's memory) cannot take a write now."""
+
+
+class NoWorker(ServiceUnavailable):
+    """No live worker serves the slug: a request would only wait."""
 
 
 class Cancelled(Exception):

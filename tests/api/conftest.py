@@ -31,10 +31,14 @@ def make_client(tmp_path: Path) -> Iterator[ClientFactory]:
     """`with make_client(workers=1, sync_timeout=2) as client:` runs the app (and its workers) for the block."""
 
     @contextmanager
-    def factory(workers: int = 1, home: Path | None = None, **overrides: Any) -> Iterator[TestClient]:
+    def factory(workers: int = 1, home: Path | None = None, idle_worker: bool = False, **overrides: Any) -> Iterator[TestClient]:
+        """`idle_worker`: a live worker's heartbeat for every slug, with no worker behind it, so that requests
+        are admitted and stay QUEUED."""
         settings = Settings(home=home or tmp_path / "home", weights_dir=tmp_path / "weights", **overrides)
         app = create_app(settings, models=ALL_MODELS, workers=workers)
         with TestClient(app, raise_server_exceptions=False) as client:
+            if idle_worker:
+                client.app.state.service.store.heartbeat("idle-host:1:idle", tuple(ALL_MODELS), 1)
             yield client
 
     yield factory

@@ -159,7 +159,7 @@ def test_domain_error_while_running_keeps_its_message(client, photo):
 
 
 def test_full_queue_is_429_with_retry_after(make_client, photo):
-    with make_client(workers=0, max_queued=1) as client:
+    with make_client(workers=0, idle_worker=True, max_queued=1) as client:
         assert client.post(f"/v2/{IMAGE_ONLY}", json={"image": b64(photo)}).status_code == 200
         response = client.post(f"/v2/{IMAGE_ONLY}", json={"image": b64(photo)})
     assert_error(response, 429, "queue is full")

@@ -190,7 +190,7 @@ def leftovers(service: JobService, request_id: str) -> list[str]:
 
 def test_queued_jobs_run_after_a_restart(make_client, backend_settings, photo, tmp_path):
     home = tmp_path / "restart-home"
-    with make_client(workers=0, home=home, **backend_settings) as client:
+    with make_client(workers=0, idle_worker=True, home=home, **backend_settings) as client:
         ids = [client.post("/v2/fake-invert", json={"image": b64(photo)}).json()["request_id"] for _ in range(3)]
         assert all(client.get(f"/v2/requests/{i}/status").json()["status"] == "QUEUED" for i in ids)
     with make_client(workers=1, home=home, **backend_settings) as client:
@@ -201,7 +201,7 @@ def test_queued_jobs_run_after_a_restart(make_client, backend_settings, photo, t
 def test_a_job_left_processing_by_a_dead_worker_runs_again_within_two_leases(make_client, backend_settings, photo, tmp_path):
     home = tmp_path / "crash-home"
     lease = {"lease": 1.5, "store_timeout": 0.5}
-    with make_client(workers=0, home=home, **lease, **backend_settings) as client:
+    with make_client(workers=0, idle_worker=True, home=home, **lease, **backend_settings) as client:
         request_id = client.post("/v2/fake-invert", json={"image": b64(photo)}).json()["request_id"]
         service: JobService = client.app.state.service
         # As if a worker had taken the job and died: its entry is gone and its lease is never renewed.

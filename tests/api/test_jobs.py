@@ -47,7 +47,7 @@ def wait_started(gate: str, count: int = 1, timeout: float = 20) -> None:
 
 
 def test_cancel_a_queued_request_ends_it_at_once(make_client, backend_settings, photo):
-    with make_client(workers=0, **backend_settings) as client:
+    with make_client(workers=0, idle_worker=True, **backend_settings) as client:
         request_id = client.post("/v2/fake-invert", json={"image": b64(photo)}).json()["request_id"]
         service: JobService = client.app.state.service
         inputs = service.store.get(request_id).inputs
@@ -82,7 +82,7 @@ def test_cancel_a_running_request_stops_it_at_its_next_step(make_client, backend
 
 
 def test_a_cancel_asked_while_its_worker_was_dead_is_honoured_when_it_runs_again(make_client, backend_settings, photo):
-    with make_client(workers=0, lease=1.5, store_timeout=0.5, **backend_settings) as client:
+    with make_client(workers=0, idle_worker=True, lease=1.5, store_timeout=0.5, **backend_settings) as client:
         service: JobService = client.app.state.service
         request_id = client.post("/v2/fake-invert", json={"image": b64(photo)}).json()["request_id"]
         assert service.queue.dequeue(("fake-invert",), timeout=1) == request_id

@@ -118,14 +118,19 @@ def test_api_and_separate_worker_process(installed_weights_dir: Path, tmp_path: 
             assert time.monotonic() < deadline and api.poll() is None, "retouch serve did not start"
             time.sleep(0.2)
         assert httpx.get(f"{base}/readyz").status_code == 503
+        # No worker yet: refused at once rather than left to wait.
+        refused = httpx.post(f"{base}/v2/background-eraser", json={"image": jpeg_base64(data.coffee())})
+        assert refused.status_code == 503 and "no live worker serves background-eraser" in refused.json()["error"]
 
-        queued = httpx.post(f"{base}/v2/background-eraser", json={"image": jpeg_base64(data.coffee())}).json()
         worker = subprocess.Popen([*command, "worker"], env=environment)
         deadline = time.monotonic() + 60
+        while httpx.get(f"{base}/readyz").status_code != 200:
+            assert time.monotonic() < deadline and worker.poll() is None, "the worker process did not come up"
+            time.sleep(0.2)
+        queued = httpx.post(f"{base}/v2/background-eraser", json={"image": jpeg_base64(data.coffee())}).json()
         while httpx.get(queued["status_url"]).json()["status"] != "COMPLETED":
             assert time.monotonic() < deadline, "the worker process did not run the queued job"
             time.sleep(0.2)
-        assert httpx.get(f"{base}/readyz").status_code == 200
 
         # /v1 through the other process: the API hears that the job ended (its own re-check is 30 s apart).
         started = time.monotonic()

@@ -269,10 +269,11 @@ def test_redis_stalled_during_traffic(make_fleet, tmp_path):
 
 
 def test_redis_killed_and_restarted_loses_no_accepted_request(make_fleet, tmp_path):
-    """With its append-only file, a Redis killed (SIGKILL) and started again keeps every accepted request."""
+    """With its append-only file, a Redis killed (SIGKILL) and started again keeps every accepted request.
+    (Accepted with no worker yet, as a fleet that starts its workers on demand allows.)"""
     server = RedisServer(tmp_path / "redis", persistence=True)
     try:
-        fleet = make_fleet(server.url, RETOUCH_STORE_TIMEOUT="1", RETOUCH_LEASE="3")
+        fleet = make_fleet(server.url, RETOUCH_STORE_TIMEOUT="1", RETOUCH_LEASE="3", RETOUCH_ADMIT_WITHOUT_WORKERS="true")
         base = fleet.start_api()
         accepted = [submit(base, "fake-invert")["request_id"] for _ in range(4)]
         server.kill()
@@ -311,6 +312,7 @@ def test_a_hung_job_fails_at_its_deadline_and_its_worker_process_is_replaced(mak
     while pid_alive(hung_pid):
         assert time.monotonic() < deadline, "the worker process with the hung thread was not recycled"
         time.sleep(0.05)
+    fleet.wait_for_workers(base, "fake-invert", 1)
     after = submit(base, "fake-invert")
     assert wait_for(base, after["request_id"], ("COMPLETED", "FAILED"), fleet=fleet)["status"] == "COMPLETED"
     assert worker.alive()

@@ -22,7 +22,7 @@ from retouch.config import Settings
 from retouch.errors import BackendUnavailable
 from retouch.jobs.backends import Backend, open_backend
 from retouch.jobs.backends.embedded import SCHEMA_VERSION
-from retouch.jobs.records import CancelOutcome, JobRecord, LeaseOutcome, OutputFile, Renewal, Status
+from retouch.jobs.records import CancelOutcome, JobRecord, LeaseOutcome, OutputFile, Renewal, Status, WorkerInfo
 
 SLUGS = ("slug-a", "slug-b")
 LEASE = 0.6
@@ -214,14 +214,28 @@ def test_stale_queued_jobs_and_marking_them_enqueued_again(store_backend):
 
 def test_heartbeats_say_which_workers_are_live_and_what_they_serve(store_backend):
     store = store_backend.store
-    store.heartbeat("gpu-box:1:a", ("slug-a",))
-    store.heartbeat("cpu-box:2:b", ("slug-a", "slug-b"))
-    assert store.live_workers(within=10) == {"gpu-box:1:a": ("slug-a",), "cpu-box:2:b": ("slug-a", "slug-b")}
+    store.heartbeat("gpu-box:1:a", ("slug-a",), 1)
+    store.heartbeat("cpu-box:2:b", ("slug-a", "slug-b"), 4)
+    assert store.live_workers(within=10) == {
+        "gpu-box:1:a": WorkerInfo(slugs=("slug-a",), threads=1),
+        "cpu-box:2:b": WorkerInfo(slugs=("slug-a", "slug-b"), threads=4),
+    }
     time.sleep(0.3)
-    store.heartbeat("cpu-box:2:b", ("slug-a", "slug-b"))
+    store.heartbeat("cpu-box:2:b", ("slug-a", "slug-b"), 4)
     assert set(store.live_workers(within=0.2)) == {"cpu-box:2:b"}
     store.forget_worker("cpu-box:2:b")
     assert "cpu-box:2:b" not in store.live_workers(within=10)
+
+
+def test_job_times_are_a_moving_average_per_slug(store_backend):
+    store = store_backend.store
+    assert store.typical_durations() == {}
+    store.record_duration("slug-a", 2.0)
+    assert store.typical_durations() == {"slug-a": 2.0}
+    store.record_duration("slug-a", 12.0)
+    store.record_duration("slug-b", 0.5)
+    durations = store.typical_durations()
+    assert abs(durations["slug-a"] - (0.2 * 12.0 + 0.8 * 2.0)) < 1e-6 and durations["slug-b"] == 0.5
 
 
 def test_a_queue_per_slug(store_backend):

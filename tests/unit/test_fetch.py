@@ -6,7 +6,7 @@ import io
 import itertools
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -255,7 +255,7 @@ def test_a_body_over_the_limit_with_content_length_is_refused() -> None:
 def test_a_streamed_body_over_the_limit_is_cut_off() -> None:
     sent: list[int] = []
 
-    def endless() -> Iterator[bytes]:
+    async def endless() -> AsyncIterator[bytes]:
         for index in itertools.count():
             sent.append(index)
             yield b"x" * 500
@@ -274,7 +274,11 @@ def test_a_streamed_body_over_the_limit_is_cut_off() -> None:
 
 
 def test_a_body_at_the_limit_is_accepted() -> None:
-    network = FakeNetwork(respond=lambda request: httpx.Response(200, content=iter([b"x" * 600, b"y" * 424])))
+    async def two_chunks() -> AsyncIterator[bytes]:
+        yield b"x" * 600
+        yield b"y" * 424
+
+    network = FakeNetwork(respond=lambda request: httpx.Response(200, content=two_chunks()))
 
     assert network.fetch("http://images.example/a.png", max_bytes=1024) == b"x" * 600 + b"y" * 424
 
@@ -363,11 +367,13 @@ def test_a_huge_url_is_shortened_in_messages() -> None:
 
 
 def test_policy_from_settings() -> None:
-    settings = Settings(allow_private_urls=True, max_image_bytes=4096, fetch_connect_timeout=1.5, fetch_read_timeout=7.0)
+    settings = Settings(
+        allow_private_urls=True, max_image_bytes=4096, fetch_connect_timeout=1.5, fetch_read_timeout=7.0, fetch_total_timeout=12.0
+    )
 
     policy = FetchPolicy.from_settings(settings)
 
-    assert policy == FetchPolicy(allow_private=True, max_bytes=4096, connect_timeout=1.5, read_timeout=7.0)
+    assert policy == FetchPolicy(allow_private=True, max_bytes=4096, connect_timeout=1.5, read_timeout=7.0, total_timeout=12.0)
 
 
 def test_system_resolver_deduplicates_in_order(monkeypatch: pytest.MonkeyPatch) -> None:

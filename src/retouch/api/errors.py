@@ -7,7 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from retouch.errors import QueueFull, RetouchError
+from retouch.errors import Busy, MethodNotAllowed, RetouchError
 
 _HTTP_MESSAGES = {
     404: "not found: {path}",
@@ -22,8 +22,10 @@ def error_response(status_code: int, message: str, details: dict[str, object] | 
 async def _retouch_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RetouchError)
     headers: dict[str, str] = {}
-    if isinstance(exc, QueueFull):
+    if isinstance(exc, Busy):
         headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, MethodNotAllowed):
+        headers["Allow"] = ", ".join(exc.allowed)
     response = error_response(exc.status_code, exc.message, exc.details)
     response.headers.update(headers)
     return response

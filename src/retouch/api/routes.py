@@ -63,18 +63,18 @@ async def _read(request: Request, request_id: str) -> JobRecord:
     return record
 
 
-async def _submit(request: Request, model: Model) -> JobRecord:
+async def _submit(request: Request, model: Model, synchronous: bool) -> JobRecord:
     _tag(request, model.slug)
     service = _service(request)
     params, uploads = await read_parameters(request, model, service.settings)
     request_id = request.scope["state"]["request_id"]
-    return await run_in_threadpool(service.submit, model.slug, params, uploads, request_id=request_id)
+    return await service.submit_async(model.slug, params, uploads, request_id=request_id, synchronous=synchronous)
 
 
 def _sync_handler(model: Model) -> Callable[[Request], Awaitable[Response]]:
     async def run_sync(request: Request) -> Response:
         service = _service(request)
-        record = await _submit(request, model)
+        record = await _submit(request, model, synchronous=True)
         links = request_links(public_base(request, service.settings), record.id)
         if not await service.wait(record.id, service.settings.sync_timeout):
             try:
@@ -104,7 +104,7 @@ def _sync_handler(model: Model) -> Callable[[Request], Awaitable[Response]]:
 def _async_handler(model: Model) -> Callable[[Request], Awaitable[SubmitAnswer]]:
     async def submit(request: Request) -> SubmitAnswer:
         service = _service(request)
-        record = await _submit(request, model)
+        record = await _submit(request, model, synchronous=False)
         links = request_links(public_base(request, service.settings), record.id)
         return SubmitAnswer(request_id=record.id, status=record.status.value, **links)  # type: ignore[arg-type]
 

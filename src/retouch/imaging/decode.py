@@ -38,13 +38,19 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 
 
+def is_fetched_url(value: str) -> bool:
+    """Whether `value` is an http(s) URL, fetched over the network (everything else is decoded in place)."""
+    match = _SCHEME.match(value.strip())
+    return match is not None and match.group()[:-1].lower() in ("http", "https")
+
+
 def read_image_source(
     value: str,
     *,
     field: str,
     policy: FetchPolicy,
     resolver: Resolver = system_resolver,
-    transport: httpx.BaseTransport | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> bytes:
     """The encoded image bytes that value stands for: an http(s) URL, raw base64, or a data:image/...;base64, URI.
 

@@ -13,17 +13,19 @@ the real host from a person reading the URL.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import httpx
 
 from retouch import __version__
-from retouch.errors import ImageError, URLRefused
+from retouch.errors import Busy, ImageError, URLRefused
 
 if TYPE_CHECKING:
     from retouch.config import Settings
@@ -102,7 +104,35 @@ class FetchPolicy:
             max_bytes=settings.max_image_bytes,
             connect_timeout=settings.fetch_connect_timeout,
             read_timeout=settings.fetch_read_timeout,
+            total_timeout=settings.fetch_total_timeout,
         )
+
+
+class FetchLimiter:
+    """How many URLs one process fetches at once, in all and from any one host. Waiting for a slot
+    counts against the URL's total time."""
+
+    def __init__(self, total: int, per_host: int) -> None:
+        self.total = total
+        self.per_host = per_host
+        self._all: asyncio.Semaphore | None = None
+        self._hosts: dict[str, tuple[asyncio.Semaphore, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def slot(self, host: str) -> AsyncIterator[None]:
+        if self._all is None:
+            self._all = asyncio.Semaphore(self.total)
+        semaphore, users = self._hosts.get(host, (asyncio.Semaphore(self.per_host), 0))
+        self._hosts[host] = (semaphore, users + 1)
+        try:
+            async with self._all, semaphore:
+                yield
+        finally:
+            semaphore, users = self._hosts[host]
+            if users <= 1:
+                del self._hosts[host]
+            else:
+                self._hosts[host] = (semaphore, users - 1)
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -249,7 +279,7 @@ def _url_for_address(url: httpx.URL, address: IPAddress) -> httpx.URL:
     return url.copy_with(host=str(address).split("%", 1)[0])
 
 
-def _read_body(response: httpx.Response, field: str, policy: FetchPolicy, shown: str, deadline: float) -> bytes:
+async def _read_body(response: httpx.Response, field: str, policy: FetchPolicy, shown: str) -> bytes:
     too_large = f"{field} at URL {shown} is larger than the limit of {policy.max_bytes} bytes"
     declared = response.headers.get("content-length")
     if declared is not None and declared.strip().isdigit() and int(declared) > policy.max_bytes:
@@ -260,12 +290,10 @@ def _read_body(response: httpx.Response, field: str, policy: FetchPolicy, shown:
         raise ImageError(f"{field} at URL {shown} came compressed ({encoding}); serve the image without Content-Encoding")
     chunks: list[bytes] = []
     received = 0
-    for chunk in response.iter_bytes():
+    async for chunk in response.aiter_bytes():
         received += len(chunk)
         if received > policy.max_bytes:
             raise ImageError(too_large)
-        if time.monotonic() > deadline:
-            raise ImageError(f"could not fetch {field} from URL {shown}: timed out after {policy.total_timeout:g} s")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -276,29 +304,64 @@ def fetch_url(
     field: str,
     policy: FetchPolicy,
     resolver: Resolver = system_resolver,
-    transport: httpx.BaseTransport | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> bytes:
+    """fetch_url_async for a caller without an event loop (the command line)."""
+    return asyncio.run(fetch_url_async(url, field=field, policy=policy, resolver=resolver, transport=transport))
+
+
+async def fetch_url_async(
+    url: str,
+    *,
+    field: str,
+    policy: FetchPolicy,
+    resolver: Resolver = system_resolver,
+    transport: httpx.AsyncBaseTransport | None = None,
+    limiter: FetchLimiter | None = None,
 ) -> bytes:
     """The body of an http(s) URL, fetched only from public addresses (unless policy allows private ones).
 
     Raises URLRefused for a scheme other than http(s), credentials in the URL, or a host with any
     refused address (checked again for every redirect), and ImageError for network failures,
-    non-2xx answers, too many redirects and bodies over policy.max_bytes.
+    non-2xx answers, too many redirects, bodies over policy.max_bytes and a fetch that takes more
+    than policy.total_timeout in all. Holds no thread while it waits: a slow server costs a socket,
+    not a worker of the request pool. With a `limiter`, it first waits for a slot (Busy, 429, if
+    none comes within the total time).
     """
     try:
         current = httpx.URL(url.strip())
     except (httpx.InvalidURL, UnicodeError) as exc:
         raise ImageError(f"{field} URL {shorten_url(url)} is not a valid URL ({exc})") from None
+    host = _check_url(current, field).host
+    slot: contextlib.AbstractAsyncContextManager[None] = limiter.slot(host) if limiter is not None else contextlib.nullcontext()
+    started = time.monotonic()
+    fetching = False
+    try:
+        async with asyncio.timeout(policy.total_timeout):
+            async with slot:
+                fetching = True
+                return await _fetch(current, url, field, policy, resolver, transport)
+    except TimeoutError:
+        if not fetching:
+            raise Busy(
+                f"could not fetch {field} from URL {shorten_url(url)}: the server was already fetching as many images as it "
+                f"allows from '{host}' for {time.monotonic() - started:.0f} s; try again later",
+                retry_after=5,
+            ) from None
+        raise ImageError(f"could not fetch {field} from URL {shorten_url(url)}: timed out after {policy.total_timeout:g} s") from None
+
+
+async def _fetch(current: httpx.URL, url: str, field: str, policy: FetchPolicy, resolver: Resolver, transport: httpx.AsyncBaseTransport | None) -> bytes:
     timeout = httpx.Timeout(
         connect=policy.connect_timeout, read=policy.read_timeout, write=policy.read_timeout, pool=policy.connect_timeout
     )
-    deadline = time.monotonic() + policy.total_timeout
     # trust_env=False: a proxy from the environment would do its own DNS lookup and undo the checks.
-    with httpx.Client(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False) as client:
+    async with httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False) as client:
         for _hop in range(policy.max_redirects + 1):
             target = _check_url(current, field)
-            addresses = _resolve_checked(target, field, policy, resolver)
+            addresses = await asyncio.to_thread(_resolve_checked, target, field, policy, resolver)
             shown = shorten_url(str(current))
-            response_or_location = _request(client, target, addresses, field, policy, shown, deadline)
+            response_or_location = await _request(client, target, addresses, field, policy, shown)
             if isinstance(response_or_location, bytes):
                 return response_or_location
             try:
@@ -310,14 +373,13 @@ def fetch_url(
     )
 
 
-def _request(
-    client: httpx.Client,
+async def _request(
+    client: httpx.AsyncClient,
     target: _Target,
     addresses: list[IPAddress],
     field: str,
     policy: FetchPolicy,
     shown: str,
-    deadline: float,
 ) -> bytes | str:
     """The body of a 2xx answer, or the Location of a redirect. Tries the addresses in order until one connects."""
     headers = {
@@ -331,11 +393,8 @@ def _request(
     extensions = {"sni_hostname": target.host} if target.url.scheme == "https" else {}
     failure = ""
     for address in addresses:
-        if time.monotonic() > deadline:
-            failure = f"timed out after {policy.total_timeout:g} s"
-            break
         try:
-            with client.stream("GET", _url_for_address(target.url, address), headers=headers, extensions=extensions) as response:
+            async with client.stream("GET", _url_for_address(target.url, address), headers=headers, extensions=extensions) as response:
                 if response.status_code in _REDIRECT_STATUSES:
                     location = response.headers.get("location")
                     if not location:
@@ -346,7 +405,7 @@ def _request(
                         f"could not fetch {field} from URL {shown}: the server answered {response.status_code} "
                         f"{response.reason_phrase}".rstrip()
                     )
-                return _read_body(response, field, policy, shown, deadline)
+                return await _read_body(response, field, policy, shown)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             failure = "timed out" if isinstance(exc, httpx.ConnectTimeout) else f"could not connect ({exc})"
         except httpx.TimeoutException:

@@ -12,13 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import anyio.to_thread
 import numpy as np
 
 from retouch.config import Settings
 from retouch.errors import ImageError, InvalidInput, RetouchError
 from retouch.imaging.arrays import array_from_bytes, array_to_bytes
-from retouch.imaging.decode import decode_sources, read_image_source
-from retouch.imaging.fetch import FetchPolicy
+from retouch.imaging.decode import decode_sources, is_fetched_url, read_image_source
+from retouch.imaging.fetch import FetchLimiter, FetchPolicy, fetch_url_async
 from retouch.models.base import Model, ModelInput
 from retouch.models.validation import parse_input
 
@@ -66,18 +67,51 @@ def read_sources(model: Model, inputs: ModelInput, uploads: dict[str, bytes], se
     return sources
 
 
+async def read_sources_async(
+    model: Model, inputs: ModelInput, uploads: dict[str, bytes], settings: Settings, limiter: FetchLimiter
+) -> dict[str, bytes]:
+    """read_sources for the server: URLs are fetched without holding a thread (a slow image server
+    costs a socket, not a worker of the request pool), within the limiter's slots; base64 and data:
+    URIs are decoded in a thread."""
+    policy = FetchPolicy.from_settings(settings)
+    sources: dict[str, bytes] = {}
+    for field in model.all_image_fields():
+        if field in uploads:
+            if not uploads[field]:
+                raise ImageError(f"{field}: the uploaded file is empty")
+            sources[field] = uploads[field]
+            continue
+        value = getattr(inputs, field)
+        if is_fetched_url(value):
+            sources[field] = await fetch_url_async(value.strip(), field=field, policy=policy, limiter=limiter)
+        else:
+            sources[field] = await anyio.to_thread.run_sync(lambda value=value, field=field: read_image_source(value, field=field, policy=policy))
+    return sources
+
+
+def check_images(model: Model, inputs: ModelInput, sources: dict[str, bytes], settings: Settings) -> Prepared:
+    """Decode once and let the model check the images (CPU: run it in a thread)."""
+    images = decode(model, sources, settings)
+    model.check_images(inputs, images)
+    return Prepared(model=model, inputs=inputs, images=images)
+
+
+def check_request(model: Model, raw_params: Any, uploads: dict[str, bytes], settings: Settings) -> ModelInput:
+    """The checks that need no image: parameters, the engine's weights, the prompt."""
+    inputs = validate_parameters(model, raw_params, uploads)
+    model.check_ready(settings)
+    model.check_params(inputs, settings)
+    return inputs
+
+
 def decode(model: Model, sources: dict[str, bytes], settings: Settings) -> dict[str, np.ndarray]:
     return decode_sources(sources, image_fields=model.image_fields, mask_fields=model.mask_fields, max_pixels=settings.max_image_pixels)
 
 
 def prepare(model: Model, raw_params: Any, uploads: dict[str, bytes], settings: Settings) -> Prepared:
     """Validate, check readiness and the prompt, fetch, decode and check the images. Blocking (fetches URLs)."""
-    inputs = validate_parameters(model, raw_params, uploads)
-    model.check_ready(settings)
-    model.check_params(inputs, settings)
-    images = decode(model, read_sources(model, inputs, uploads, settings), settings)
-    model.check_images(inputs, images)
-    return Prepared(model=model, inputs=inputs, images=images)
+    inputs = check_request(model, raw_params, uploads, settings)
+    return check_images(model, inputs, read_sources(model, inputs, uploads, settings), settings)
 
 
 def input_blob_name(field: str) -> str:

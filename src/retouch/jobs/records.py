@@ -43,6 +43,18 @@ class LeaseOutcome(str, Enum):
     FAILED = "FAILED"
 
 
+@dataclass(frozen=True)
+class WorkerInfo:
+    """What a worker's heartbeat says: the slugs it serves and how many jobs it runs at once."""
+
+    slugs: tuple[str, ...]
+    threads: int
+
+
+# Weight of the newest job in a slug's moving average of job times.
+DURATION_WEIGHT = 0.2
+
+
 @dataclass
 class OutputFile:
     """One stored output image: its blob name and content type."""

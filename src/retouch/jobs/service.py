@@ -14,11 +14,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import anyio.to_thread
+
 from retouch.config import Settings
 from retouch.errors import BackendUnavailable, Conflict, InvalidInput, JobFailed, NotFound, QueueFull, ServiceUnavailable
 from retouch.jobs.backends import Backend, open_backend
 from retouch.jobs.backends.base import UNCLAIMED_INPUT_TTL
-from retouch.jobs.intake import Prepared, encoded_inputs, prepare
+from retouch.imaging.fetch import FetchLimiter
+from retouch.jobs.admission import Admission
+from retouch.jobs.intake import Prepared, check_images, check_request, encoded_inputs, read_sources, read_sources_async
 from retouch.jobs.records import CancelOutcome, JobRecord, Status
 from retouch.models.base import Model
 
@@ -53,6 +57,8 @@ class JobService:
         self.blobs = self.backend.blobs
         self.events = self.backend.events
         self.queue = self.backend.queue
+        self.admission = Admission(settings, self.store)
+        self.fetch_limiter = FetchLimiter(settings.fetch_concurrency, settings.fetch_concurrency_per_host)
 
     def model(self, slug: str) -> Model:
         model = self.models.get(slug)
@@ -63,11 +69,35 @@ class JobService:
     # ---- submitting ----
 
     def submit(self, slug: str, raw_params: Any, uploads: dict[str, bytes] | None = None, *, request_id: str | None = None) -> JobRecord:
-        """Check, fetch and decode (every refusal here, before a job exists), then store and queue.
-        QueueFull (429) past `max_queued`; ServiceUnavailable (503) when the backend cannot take it."""
+        """Check, fetch and decode (every refusal here, before a job exists), then store and queue. Blocking;
+        for callers without an event loop (the command line). NoWorker (503) when no live worker serves
+        the slug; QueueFull (429) past `max_queued`; ServiceUnavailable (503) when the backend cannot take it."""
         model = self.model(slug)
-        prepared = prepare(model, raw_params, uploads or {}, self.settings)
-        return self.enqueue(prepared, request_id=request_id)
+        inputs = check_request(model, raw_params, uploads or {}, self.settings)
+        reservation = self.admission.reserve(slug, synchronous=False)
+        try:
+            prepared = check_images(model, inputs, read_sources(model, inputs, uploads or {}, self.settings), self.settings)
+            return self.enqueue(prepared, request_id=request_id)
+        finally:
+            self.admission.release(reservation)
+
+    async def submit_async(
+        self, slug: str, raw_params: Any, uploads: dict[str, bytes] | None = None, *, request_id: str | None = None, synchronous: bool = False
+    ) -> JobRecord:
+        """submit for the server: the same checks in the same order, with the refusals that cost nothing
+        first (parameters, weights, admission), URLs fetched without holding a thread, decoding and
+        storing in threads. `synchronous`: the caller waits at most the sync timeout (/v1), so a request
+        that would wait longer is refused now (Busy, 429)."""
+        model = self.model(slug)
+        uploads = uploads or {}
+        inputs = await anyio.to_thread.run_sync(check_request, model, raw_params, uploads, self.settings)
+        reservation = await anyio.to_thread.run_sync(self.admission.reserve, slug, synchronous)
+        try:
+            sources = await read_sources_async(model, inputs, uploads, self.settings, self.fetch_limiter)
+            prepared = await anyio.to_thread.run_sync(check_images, model, inputs, sources, self.settings)
+            return await anyio.to_thread.run_sync(lambda: self.enqueue(prepared, request_id=request_id))
+        finally:
+            self.admission.release(reservation)
 
     def enqueue(self, prepared: Prepared, *, request_id: str | None = None) -> JobRecord:
         job_id = request_id or uuid.uuid4().hex
@@ -171,8 +201,8 @@ class JobService:
     def live_workers(self) -> dict[str, int]:
         """For each slug, how many live workers serve it."""
         counts = dict.fromkeys(self.slugs, 0)
-        for slugs in self.store.live_workers(within=self.settings.lease).values():
-            for slug in slugs:
+        for info in self.store.live_workers(within=self.settings.lease).values():
+            for slug in info.slugs:
                 if slug in counts:
                     counts[slug] += 1
         return counts

@@ -270,6 +270,11 @@ class WorkerPool:
             return None
         self.backend.events.publish_changed(job_id, "ended")
         elapsed = time.perf_counter() - started
+        if status is not Status.CANCELED:
+            try:
+                self.backend.store.record_duration(record.slug, elapsed)
+            except BackendUnavailable:
+                pass
         if self.metrics is not None:
             self.metrics.duration.labels(record.slug, engine_name, status.value).observe(elapsed)
         logger.info("request %s %s %s in %.3f s (attempt %d, %s)", job_id, record.slug, status.value, elapsed, record.attempts, engine_name)
@@ -374,7 +379,7 @@ class WorkerPool:
 
     def _beat(self) -> None:
         try:
-            self.backend.store.heartbeat(self.worker_id, self.slugs)
+            self.backend.store.heartbeat(self.worker_id, self.slugs, self.thread_count)
         except BackendUnavailable as error:
             logger.warning("heartbeat not recorded: %s", error.message)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from retouch.jobs.records import CancelOutcome, JobRecord, LeaseOutcome, OutputFile, Renewal, Status
+from retouch.jobs.records import CancelOutcome, JobRecord, LeaseOutcome, OutputFile, Renewal, Status, WorkerInfo
 
 
 # What a notice about a job says: it ended, it made progress, or its cancellation was asked for.
@@ -81,12 +81,18 @@ class JobStore(Protocol):
     def count(self, status: Status, slug: str | None = None) -> int:
         """QUEUED or PROCESSING jobs (of one slug, or all)."""
 
-    def heartbeat(self, worker: str, slugs: tuple[str, ...]) -> None: ...
+    def heartbeat(self, worker: str, slugs: tuple[str, ...], threads: int) -> None: ...
 
-    def live_workers(self, within: float) -> dict[str, tuple[str, ...]]:
-        """Workers heard from in the last `within` seconds, with the slugs each serves."""
+    def live_workers(self, within: float) -> dict[str, WorkerInfo]:
+        """Workers heard from in the last `within` seconds, with the slugs each serves and its threads."""
 
     def forget_worker(self, worker: str) -> None: ...
+
+    def record_duration(self, slug: str, seconds: float) -> None:
+        """Fold one job's time on a worker into the slug's moving average (for admission)."""
+
+    def typical_durations(self) -> dict[str, float]:
+        """Each slug's moving average of the time its jobs take on a worker, where one is known."""
 
     def purge_expired(self, retention: float) -> int:
         """Delete the records and blobs of jobs that ended more than `retention` ago (Redis expires them itself)."""

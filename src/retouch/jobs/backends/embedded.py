@@ -33,6 +33,7 @@ from retouch.jobs.backends.base import NOTICES, queue_name
 from retouch.jobs.backends.watchers import LocalWatchers
 from retouch.jobs.records import (
     FIELDS,
+    DURATION_WEIGHT,
     TRIED_TOO_OFTEN,
     CancelOutcome,
     JobRecord,
@@ -40,6 +41,7 @@ from retouch.jobs.records import (
     OutputFile,
     Renewal,
     Status,
+    WorkerInfo,
     record_from_fields,
     record_to_fields,
 )
@@ -150,6 +152,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN webhook TEXT;
     CREATE INDEX IF NOT EXISTS jobs_slug_status ON jobs (slug, status);
     ALTER TABLE workers ADD COLUMN slugs TEXT NOT NULL DEFAULT '[]';
+    """,
+    """
+    ALTER TABLE workers ADD COLUMN threads INTEGER NOT NULL DEFAULT 1;
+    CREATE TABLE IF NOT EXISTS durations (slug TEXT PRIMARY KEY, seconds REAL NOT NULL);
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -335,15 +341,25 @@ class SqliteJobStore:
             return self._rows("SELECT COUNT(*) FROM jobs WHERE status = ?", (status.value,))[0][0]
         return self._rows("SELECT COUNT(*) FROM jobs WHERE slug = ? AND status = ?", (slug, status.value))[0][0]
 
-    def heartbeat(self, worker: str, slugs: tuple[str, ...]) -> None:
+    def heartbeat(self, worker: str, slugs: tuple[str, ...], threads: int) -> None:
         self._change(
-            "INSERT INTO workers (id, seen, slugs) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET seen = excluded.seen, slugs = excluded.slugs",
-            (worker, self.now(), json.dumps(list(slugs))),
+            "INSERT INTO workers (id, seen, slugs, threads) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET"
+            " seen = excluded.seen, slugs = excluded.slugs, threads = excluded.threads",
+            (worker, self.now(), json.dumps(list(slugs)), threads),
         )
 
-    def live_workers(self, within: float) -> dict[str, tuple[str, ...]]:
-        rows = self._rows("SELECT id, slugs FROM workers WHERE seen >= ?", (self.now() - within,))
-        return {row["id"]: tuple(json.loads(row["slugs"])) for row in rows}
+    def live_workers(self, within: float) -> dict[str, WorkerInfo]:
+        rows = self._rows("SELECT id, slugs, threads FROM workers WHERE seen >= ?", (self.now() - within,))
+        return {row["id"]: WorkerInfo(slugs=tuple(json.loads(row["slugs"])), threads=row["threads"]) for row in rows}
+
+    def record_duration(self, slug: str, seconds: float) -> None:
+        self._change(
+            "INSERT INTO durations (slug, seconds) VALUES (?, ?) ON CONFLICT(slug) DO UPDATE SET seconds = ? * excluded.seconds + ? * seconds",
+            (slug, seconds, DURATION_WEIGHT, 1 - DURATION_WEIGHT),
+        )
+
+    def typical_durations(self) -> dict[str, float]:
+        return {row["slug"]: row["seconds"] for row in self._rows("SELECT slug, seconds FROM durations")}
 
     def forget_worker(self, worker: str) -> None:
         self._change("DELETE FROM workers WHERE id = ?", (worker,))

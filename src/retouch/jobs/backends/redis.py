@@ -34,6 +34,7 @@ from retouch.errors import BackendUnavailable
 from retouch.jobs.backends.base import NOTICES, queue_name
 from retouch.jobs.backends.watchers import LocalWatchers
 from retouch.jobs.records import (
+    DURATION_WEIGHT,
     TRIED_TOO_OFTEN,
     CancelOutcome,
     JobRecord,
@@ -41,6 +42,7 @@ from retouch.jobs.records import (
     OutputFile,
     Renewal,
     Status,
+    WorkerInfo,
     record_from_fields,
     record_to_fields,
 )
@@ -180,9 +182,18 @@ redis.call('ZADD', ARGV[1] .. ':queued:' .. redis.call('HGET', KEYS[1], 'slug'),
 return 1
 """
 
-# KEYS: workers; ARGV: worker, slugs (comma-separated)
+# KEYS: workers; ARGV: worker, threads, slugs (comma-separated)
 _HEARTBEAT = """
-redis.call('HSET', KEYS[1], ARGV[1], tostring(now()) .. ' ' .. ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[1], tostring(now()) .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])
+return 1
+"""
+
+# KEYS: durations; ARGV: slug, seconds, weight of the newest
+_DURATION = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+local new = tonumber(ARGV[2])
+if old then new = tonumber(ARGV[3]) * new + (1 - tonumber(ARGV[3])) * tonumber(old) end
+redis.call('HSET', KEYS[1], ARGV[1], tostring(new))
 return 1
 """
 
@@ -247,6 +258,7 @@ class RedisJobStore:
             "expire_lease": _EXPIRE_LEASE,
             "mark_enqueued": _MARK_ENQUEUED,
             "heartbeat": _HEARTBEAT,
+            "duration": _DURATION,
             "now": _NOW,
         }
         self._scripts = {name: self.client.register_script(_LIBRARY + source) for name, source in scripts.items()}
@@ -375,20 +387,29 @@ class RedisJobStore:
                 pipeline.zcard(f"{self.prefix}:{kind}:{each}")
             return sum(pipeline.execute())
 
-    def heartbeat(self, worker: str, slugs: tuple[str, ...]) -> None:
+    def heartbeat(self, worker: str, slugs: tuple[str, ...], threads: int) -> None:
         with self._errors():
-            self._scripts["heartbeat"](keys=[f"{self.prefix}:workers"], args=[worker, ",".join(slugs)])
+            self._scripts["heartbeat"](keys=[f"{self.prefix}:workers"], args=[worker, threads, ",".join(slugs)])
 
-    def live_workers(self, within: float) -> dict[str, tuple[str, ...]]:
+    def live_workers(self, within: float) -> dict[str, WorkerInfo]:
         now = self.now()
         with self._errors():
             entries = self.client.hgetall(f"{self.prefix}:workers")
         live = {}
         for worker, value in entries.items():
-            seen, _, slugs = _text(value).partition(" ")
+            seen, threads, slugs = _text(value).split(" ", 2)
             if float(seen) >= now - within:
-                live[_text(worker)] = tuple(slug for slug in slugs.split(",") if slug)
+                live[_text(worker)] = WorkerInfo(slugs=tuple(slug for slug in slugs.split(",") if slug), threads=int(threads))
         return live
+
+    def record_duration(self, slug: str, seconds: float) -> None:
+        with self._errors():
+            self._scripts["duration"](keys=[f"{self.prefix}:durations"], args=[slug, repr(float(seconds)), DURATION_WEIGHT])
+
+    def typical_durations(self) -> dict[str, float]:
+        with self._errors():
+            entries = self.client.hgetall(f"{self.prefix}:durations")
+        return {_text(slug): float(_text(value)) for slug, value in entries.items()}
 
     def forget_worker(self, worker: str) -> None:
         with self._errors():

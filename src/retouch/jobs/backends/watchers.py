@@ -11,6 +11,8 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable
 
+import anyio.to_thread
+
 
 class LocalWatchers:
     def __init__(self) -> None:
@@ -55,7 +57,7 @@ class LocalWatchers:
 
             stop = self.watch(job_id, resolve)
             try:
-                if await asyncio.to_thread(is_done):
+                if await anyio.to_thread.run_sync(is_done):
                     return True
                 remaining = deadline - loop.time()
                 if remaining <= 0:
