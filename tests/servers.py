@@ -9,8 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -27,7 +31,7 @@ def free_port() -> int:
 class RedisServer:
     """`redis-server` in a folder of its own; `persistence=True` keeps an append-only file, as an operator would."""
 
-    def __init__(self, folder: Path, persistence: bool = False) -> None:
+    def __init__(self, folder: Path, persistence: bool = False, extra: tuple[str, ...] = ()) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed: apt-get install redis-server (scripts/test does it where it can)")
@@ -35,7 +39,7 @@ class RedisServer:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         arguments = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", ""]
-        self.arguments = arguments + (["--appendonly", "yes", "--appendfsync", "always"] if persistence else ["--appendonly", "no"])
+        self.arguments = arguments + (["--appendonly", "yes", "--appendfsync", "always"] if persistence else ["--appendonly", "no"]) + list(extra)
         self.start()
 
     def start(self) -> None:
@@ -124,3 +128,25 @@ def wait_until_healthy(base: str, process: RetouchProcess, timeout: float = 60) 
         if time.monotonic() > deadline or not process.alive():
             raise AssertionError(f"retouch {' '.join(process.arguments)} did not start:\n{process.output()[-3000:]}")
         time.sleep(0.1)
+
+
+@contextmanager
+def serving(app: Any, **config: Any) -> Iterator[str]:
+    """The ASGI app on a real uvicorn server on a free loopback port, in a thread; yields its base URL.
+    `config` goes to uvicorn.Config (e.g. http=<protocol class>)."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)

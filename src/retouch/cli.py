@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -46,12 +48,53 @@ def choose_slugs(models: dict[str, Model], names: str | None) -> tuple[str, ...]
     return chosen
 
 
+_HOME_PROBLEMS = {
+    errno.ENOSPC: "is full",
+    errno.EDQUOT: "is over its disk quota",
+    errno.EROFS: "is on a read-only file system",
+    errno.EACCES: "is not writable by this user",
+    errno.EPERM: "is not writable by this user",
+    errno.ENOTDIR: "is not a folder (or a file stands in its path)",
+    errno.EEXIST: "is not a folder (a file has its name)",
+}
+
+
+def check_start(settings: Settings, models: dict[str, Model]) -> None:
+    """Before serving: the home can be written to, and the job backend opens. Else one line, exit 1."""
+    from retouch.errors import RetouchError
+    from retouch.jobs.backends import open_backend
+
+    home = settings.home
+    try:
+        for folder in (home, settings.weights_path):
+            folder.mkdir(parents=True, exist_ok=True)
+        probe = home / f".retouch-probe-{os.getpid()}"
+        with open(probe, "wb") as file:
+            file.write(b"\0" * 4096)
+            file.flush()
+            os.fsync(file.fileno())
+        probe.unlink()
+    except OSError as error:
+        problem = _HOME_PROBLEMS.get(error.errno or 0, "cannot be used")
+        typer.echo(f"error: the home {home} {problem} ({error.strerror}); fix it, or set RETOUCH_HOME to another folder", err=True)
+        raise typer.Exit(code=1) from None
+    try:
+        open_backend(settings, tuple(models)).close()
+    except (RetouchError, RuntimeError, OSError) as error:
+        message = error.message if isinstance(error, RetouchError) else str(error)
+        where = settings.queue_url or f"the home {home}"
+        typer.echo(f"error: the job system on {where} cannot start: {message}", err=True)
+        raise typer.Exit(code=1) from None
+
+
 def run_server(settings: Settings, models: dict[str, Model]) -> None:
     import uvicorn
 
     from retouch.api.app import create_app
+    from retouch.api.protocol import guarded_protocol
 
     configure_logging(settings)
+    check_start(settings, models)
     uvicorn.run(
         create_app(settings, models=models),
         host=settings.host,
@@ -59,6 +102,7 @@ def run_server(settings: Settings, models: dict[str, Model]) -> None:
         log_level=settings.log_level,
         access_log=False,
         log_config=None,
+        http=guarded_protocol(settings),
     )
 
 
@@ -66,6 +110,7 @@ def run_worker(settings: Settings, models: dict[str, Model], slugs: tuple[str, .
     from retouch.jobs.process import supervise
 
     configure_logging(settings)
+    check_start(settings, models)
     return supervise(settings, models, slugs, threads, metrics_port)
 
 

@@ -57,7 +57,8 @@ class Settings(BaseSettings):
     body_timeout: float = Field(default=20.0, gt=0, description="Seconds a request body may stall between two reads; past it: 408.")
     max_header_bytes: int = Field(default=65_536, ge=1024, description="Largest request line and headers, in bytes; past it: 431.")
     min_free_bytes: ByteSize = Field(
-        default=ByteSize(500_000_000), description="Free space the home (embedded) must keep; below it /readyz fails (e.g. 500MB)."
+        default=ByteSize(200_000_000),
+        description="Free space the home's disk (embedded) or Redis's maxmemory (fleet) must keep; below it /readyz fails (e.g. 200MB).",
     )
     admit_without_workers: bool = Field(
         default=False,

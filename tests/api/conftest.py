@@ -34,6 +34,8 @@ def make_client(tmp_path: Path) -> Iterator[ClientFactory]:
     def factory(workers: int = 1, home: Path | None = None, idle_worker: bool = False, **overrides: Any) -> Iterator[TestClient]:
         """`idle_worker`: a live worker's heartbeat for every slug, with no worker behind it, so that requests
         are admitted and stay QUEUED."""
+        # The disk the tests run on may be nearly full: readiness ignores free space unless a test asks.
+        overrides.setdefault("min_free_bytes", 0)
         settings = Settings(home=home or tmp_path / "home", weights_dir=tmp_path / "weights", **overrides)
         app = create_app(settings, models=ALL_MODELS, workers=workers)
         with TestClient(app, raise_server_exceptions=False) as client:

@@ -237,7 +237,7 @@ def test_deeply_nested_json_is_400(client):
     assert_error(client.post(f"/v1/{IMAGE_ONLY}", content=body, headers={"content-type": "application/json"}), 400, "nested")
 
 
-@pytest.mark.parametrize("wrong", [{"samples": "2"}, {"samples": 2.0}, {"base64": 1}, {"base64": "yes"}])
+@pytest.mark.parametrize("wrong", [{"samples": "2"}, {"samples": 2.5}, {"base64": 1}, {"base64": "yes"}])
 def test_json_types_must_match(client, photo, wrong):
     name = next(iter(wrong))
     assert_error(client.post(f"/v1/{IMAGE_ONLY}", json={"image": b64(photo), **wrong}), 400, f"{name}=")
@@ -271,3 +271,17 @@ def test_text_mask_slugs_without_the_detector_are_503_naming_npm(client, photo):
     for slug in ("automatic-mask-generator", "inpaint-mask-maker"):
         error = assert_error(client.post(f"/v1/{slug}", json={"image": b64(photo), "prompt": "cat"}), 503, "retouch models install centernet")
         assert "npm" in error
+
+
+def test_a_whole_number_written_as_a_float_is_an_integer(client, photo):
+    """JSON Schema's "integer" admits 2.0, and so does the intake."""
+    response = client.post(f"/v1/{IMAGE_ONLY}", json={"image": b64(photo), "samples": 2.0, "base64": True})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["images"]) == 2
+
+
+def test_a_path_that_exists_for_other_methods_is_405_with_allow(client):
+    for method, path, allowed in (("POST", "/v1/models", "GET"), ("PUT", "/healthz", "GET"), ("GET", f"/v1/{IMAGE_ONLY}", "POST")):
+        response = client.request(method, path)
+        assert_error(response, 405, method)
+        assert response.headers["allow"] == allowed

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import base64
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import uvicorn
-from images import b64, decode
 from fakes import ALL_MODELS
+from images import b64, decode
+from servers import serving
 from segmind import SegmindClient
 from segmind.exceptions import SegmindError
 from segmind.v2 import InferenceFailed
@@ -22,26 +20,11 @@ from retouch.api.app import create_app
 from retouch.config import Settings
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def server_url(tmp_path: Path) -> Iterator[str]:
     settings = Settings(home=tmp_path / "home", weights_dir=tmp_path / "weights")
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, models=ALL_MODELS, workers=1), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=20)
+    with serving(create_app(settings, models=ALL_MODELS, workers=1)) as base:
+        yield base
 
 
 @pytest.fixture

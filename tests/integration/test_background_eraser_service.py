@@ -102,6 +102,7 @@ def test_api_and_separate_worker_process(installed_weights_dir: Path, tmp_path: 
         "RETOUCH_BACKGROUND_ERASER_MODEL": "u2netp",
         "RETOUCH_IDLE_POLL": "30",
         "RETOUCH_LOG_LEVEL": "warning",
+        "RETOUCH_MIN_FREE_BYTES": "0",
     }
     command = [sys.executable, "-m", "retouch.cli"]
     api = subprocess.Popen([*command, "serve", "--workers", "0", "--port", str(port)], env=environment)

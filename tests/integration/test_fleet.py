@@ -50,6 +50,7 @@ class Fleet:
             "RETOUCH_STORE_TIMEOUT": "0.5",
             "RETOUCH_IDLE_POLL": "0.5",
             "RETOUCH_LOG_LEVEL": "info",
+            "RETOUCH_MIN_FREE_BYTES": "0",
             "RETOUCH_WEIGHTS_DIR": str(root / "no-weights"),
             GATES_VARIABLE: str(self.gates),
             **settings,

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from retouch import __version__
 from retouch.api.errors import install_error_handlers
-from retouch.api.middleware import BodyLimitMiddleware, HttpMetrics, RequestContextMiddleware
+from retouch.api.middleware import BodyGuardMiddleware, HttpMetrics, RequestContextMiddleware
 from retouch.api.routes import add_model_routes, router
 from retouch.config import Settings
 from retouch.jobs.metrics import DeploymentCollector, JobMetrics
@@ -78,6 +78,6 @@ def create_app(settings: Settings | None = None, models: dict[str, Model] | None
     install_error_handlers(app)
     add_model_routes(app, models)
     app.include_router(router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyGuardMiddleware, max_bytes=settings.max_body_bytes, stall_timeout=settings.body_timeout)
     app.add_middleware(RequestContextMiddleware, metrics=http_metrics)
     return app

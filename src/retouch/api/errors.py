@@ -7,7 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from retouch.errors import Busy, MethodNotAllowed, RetouchError
+from retouch.errors import Busy, MethodNotAllowed, PayloadTooLarge, RequestTimeout, RetouchError
 
 _HTTP_MESSAGES = {
     404: "not found: {path}",
@@ -26,6 +26,9 @@ async def _retouch_error(request: Request, exc: Exception) -> JSONResponse:
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, MethodNotAllowed):
         headers["Allow"] = ", ".join(exc.allowed)
+    if isinstance(exc, RequestTimeout | PayloadTooLarge):
+        # The rest of the body may never come, or is not wanted: the connection is not reused.
+        headers["Connection"] = "close"
     response = error_response(exc.status_code, exc.message, exc.details)
     response.headers.update(headers)
     return response

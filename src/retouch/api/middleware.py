@@ -3,6 +3,7 @@ the body-size limit, and the last-resort 500."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -11,7 +12,7 @@ import uuid
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from retouch.errors import PayloadTooLarge
+from retouch.errors import PayloadTooLarge, RequestTimeout
 
 logger = logging.getLogger(__name__)
 request_logger = logging.getLogger("retouch.requests")
@@ -120,13 +121,16 @@ class RequestContextMiddleware:
         )
 
 
-class BodyLimitMiddleware:
+class BodyGuardMiddleware:
     """Answers 413 for a body over `max_bytes`: at once when Content-Length says so, else as soon as the
-    streamed body passes the limit (PayloadTooLarge is raised from `receive`, mapped by the error handler)."""
+    streamed body passes the limit; and 408 for a body that stalls more than `stall_timeout` seconds
+    between two reads (PayloadTooLarge and RequestTimeout are raised from `receive`, mapped by the
+    error handler)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, stall_timeout: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.stall_timeout = stall_timeout
 
     def _message(self) -> str:
         return f"the request body is over the limit of {self.max_bytes} bytes; send a smaller image or an image URL"
@@ -157,14 +161,24 @@ class BodyLimitMiddleware:
                     await send({"type": "http.response.body", "body": body})
                     return
         received = 0
+        body_done = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:
+                # After the body, receive only waits for a disconnect: no limit on that.
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.stall_timeout)
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"the request body stalled: nothing arrived for {self.stall_timeout:g} s (after {received} bytes)"
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise PayloadTooLarge(self._message())
+                body_done = not message.get("more_body", False)
             return message
 
         await self.app(scope, limited_receive, send)

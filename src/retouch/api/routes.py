@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from starlette.routing import Match
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
@@ -29,7 +30,7 @@ from retouch.api.schemas import (
     error_responses,
 )
 from retouch.api.urls import output_url, public_base, request_links
-from retouch.errors import BackendUnavailable, NotFound, ServiceUnavailable, SyncTimeout
+from retouch.errors import BackendUnavailable, MethodNotAllowed, NotFound, ServiceUnavailable, SyncTimeout
 from retouch.jobs.records import JobRecord, Status
 from retouch.jobs.service import JobService
 from retouch.models.base import Model
@@ -117,10 +118,11 @@ def _request_body_schema(model: Model) -> dict[str, Any]:
     form_schema = {
         "type": "object",
         "properties": {
-            name: ({"type": "string", "format": "binary"} if name in model.all_image_fields() else value)
+            name: ({"type": "string", "format": "binary", "minLength": 1} if name in model.all_image_fields() else value)
             for name, value in schema.get("properties", {}).items()
         },
         "required": schema.get("required", []),
+        "additionalProperties": False,
     }
     return {
         "requestBody": {
@@ -193,11 +195,19 @@ async def list_models(request: Request) -> ModelsAnswer:
 @router.post("/v1/{slug}", include_in_schema=False)
 @router.post("/v2/{slug}", include_in_schema=False)
 async def unknown_model(slug: str, request: Request) -> Response:
+    # `POST /v1/models` lands here, but the path exists for other methods: that is a 405, not a 404.
+    allowed = [
+        method
+        for method in ("GET", "DELETE")
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in request.app.router.routes)
+    ]
+    if allowed:
+        raise MethodNotAllowed(f"method POST is not allowed on {request.url.path}; use {', '.join(allowed)}", allowed)
     raise NotFound(f"unknown model '{slug}'; this server has: {', '.join(_service(request).models)}")
 
 
 @router.get(
-    "/v2/requests/{request_id}/status", tags=["requests"], response_model=StatusAnswer, responses=error_responses(404, 422, 503)
+    "/v2/requests/{request_id}/status", tags=["requests"], response_model=StatusAnswer, responses=error_responses(400, 404, 422, 503)
 )
 async def request_status(request_id: str, request: Request) -> Response:
     record = await _read(request, request_id)
@@ -207,7 +217,7 @@ async def request_status(request_id: str, request: Request) -> Response:
     return JSONResponse(answer.model_dump(exclude_none=True))
 
 
-@router.get("/v2/requests/{request_id}", tags=["requests"], response_model=ResultAnswer, responses=error_responses(404, 422, 503))
+@router.get("/v2/requests/{request_id}", tags=["requests"], response_model=ResultAnswer, responses=error_responses(400, 404, 422, 503))
 async def request_result(request_id: str, request: Request) -> Response:
     service = _service(request)
     record = await _read(request, request_id)
@@ -239,7 +249,7 @@ async def request_result(request_id: str, request: Request) -> Response:
     "/v2/requests/{request_id}/output/{index}",
     tags=["requests"],
     response_class=Response,
-    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}, "description": "The image."}, **error_responses(404, 422)},
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}, "description": "The image."}, **error_responses(400, 404, 422, 503)},
 )
 async def request_output(request_id: str, index: int, request: Request) -> Response:
     service = _service(request)
@@ -252,7 +262,7 @@ async def request_output(request_id: str, index: int, request: Request) -> Respo
     "/v2/requests/{request_id}",
     tags=["requests"],
     response_model=CancelAnswer,
-    responses={202: {"model": CancelAnswer, "description": "Cancel asked; it stops at its engine's next step."}, **error_responses(404, 409, 503)},
+    responses={202: {"model": CancelAnswer, "description": "Cancel asked; it stops at its engine's next step."}, **error_responses(400, 404, 409, 503)},
 )
 async def cancel_request(request_id: str, request: Request) -> Response:
     await _read(request, request_id)

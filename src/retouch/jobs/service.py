@@ -131,8 +131,13 @@ class JobService:
             try:
                 self.store.fail_queued(job_id, "the queue could not take this request; submit it again")
             except BackendUnavailable:
-                # The record stays QUEUED: the sweep queues it again once the backend answers.
-                pass
+                # Still QUEUED: the sweep queues it again once the backend answers, so it is not lost; the
+                # caller must not submit it again, but poll it.
+                raise ServiceUnavailable(
+                    "the queue could not take this request now; it is recorded and will run once the server recovers: "
+                    "poll its status_url rather than submitting it again",
+                    {"request_id": job_id},
+                ) from None
             raise ServiceUnavailable(f"the queue could not take this request ({type(exc).__name__}); try again in a moment") from None
         return record
 
@@ -214,17 +219,22 @@ class JobService:
             live = self.live_workers()
         except BackendUnavailable as error:
             return [error.message]
+        try:
+            storage = self.store.storage_problem(int(self.settings.min_free_bytes))
+        except BackendUnavailable as error:
+            storage = error.message
+        problems = [storage] if storage else []
         unserved = [
             model.slug
             for model in self.models.values()
             if model.built and live[model.slug] == 0 and model.weights_installed(self.settings)
         ]
-        if not unserved:
-            return []
-        return [
-            f"no live worker serves {', '.join(unserved)}: start `retouch worker` (or `retouch worker --models "
-            f"{','.join(unserved)}`), or `retouch serve` with --workers 1 or more"
-        ]
+        if unserved:
+            problems.append(
+                f"no live worker serves {', '.join(unserved)}: start `retouch worker` (or `retouch worker --models "
+                f"{','.join(unserved)}`), or `retouch serve` with --workers 1 or more"
+            )
+        return problems
 
     def close(self) -> None:
         self.backend.close()

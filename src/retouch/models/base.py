@@ -40,6 +40,9 @@ def image_field(description: str) -> Any:
     """A required image parameter: an http(s) URL, a base64 string or a data: URI (or a file part in multipart)."""
     return Field(
         description=f"{description} An http(s) URL, a base64 string or a data:image/...;base64, URI.",
+        min_length=1,
+        # Not only spaces: the schema says what the intake refuses.
+        pattern=r"\S",
         json_schema_extra={"format": "image"},
     )
 

@@ -19,6 +19,14 @@ _TYPE_WORDS = {
 }
 
 
+def _image_fields(input_class: type[ModelInput]) -> set[str]:
+    return {
+        name
+        for name, field in input_class.model_fields.items()
+        if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("format") == "image"
+    }
+
+
 def allowed_range(input_class: type[ModelInput], name: str) -> str | None:
     """'0 to 100' for a field declared with ge/le, or None."""
     field = input_class.model_fields.get(name)
@@ -60,6 +68,8 @@ def _describe(input_class: type[ModelInput], error: dict[str, Any]) -> str:
     if kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
         return f"{name}={_show(value)} is not allowed: use one of {expected}"
+    if name in _image_fields(input_class) and kind in {"string_too_short", "string_pattern_mismatch"}:
+        return f"{name} is empty; give an http(s) URL, a base64 string or a data: URI"
     if kind in {"string_too_short", "string_too_long"}:
         return f"{name}={_show(value)} {error['msg'].lower()}"
     for word, wanted in _TYPE_WORDS.items():
@@ -69,12 +79,23 @@ def _describe(input_class: type[ModelInput], error: dict[str, Any]) -> str:
     return f"{name}={_show(value)}: {error['msg']}"
 
 
+def _whole_numbers_as_integers(input_class: type[ModelInput], params: dict[str, Any]) -> dict[str, Any]:
+    """2.0 for an integer parameter is 2: JSON Schema's "integer" admits it, and many JSON encoders
+    write whole floats so. 2.5 (and true) stay refused."""
+    converted = dict(params)
+    for name, value in params.items():
+        field = input_class.model_fields.get(name)
+        if field is not None and field.annotation is int and isinstance(value, float) and value.is_integer():
+            converted[name] = int(value)
+    return converted
+
+
 def parse_input(input_class: type[ModelInput], params: Any) -> ModelInput:
     """Validate request parameters; every problem is listed in one InvalidInput message."""
     if not isinstance(params, dict):
         raise InvalidInput(f"the request body must be a JSON object of parameters, not {type(params).__name__}")
     try:
-        return input_class.model_validate(params)
+        return input_class.model_validate(_whole_numbers_as_integers(input_class, params))
     except ValidationError as exc:
         problems = [_describe(input_class, error) for error in exc.errors(include_url=False)]
         raise InvalidInput("; ".join(problems)) from None

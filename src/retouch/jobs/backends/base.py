@@ -94,6 +94,9 @@ class JobStore(Protocol):
     def typical_durations(self) -> dict[str, float]:
         """Each slug's moving average of the time its jobs take on a worker, where one is known."""
 
+    def storage_problem(self, min_free_bytes: int) -> str | None:
+        """Why the store may soon refuse writes (a disk nearly full, Redis near its maxmemory), or None."""
+
     def purge_expired(self, retention: float) -> int:
         """Delete the records and blobs of jobs that ended more than `retention` ago (Redis expires them itself)."""
 

@@ -9,6 +9,7 @@ processes); the write that ends a job then deletes its input files, being the on
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import itertools
 import json
@@ -28,7 +29,7 @@ from typing import Any
 
 from huey.storage import SqliteStorage
 
-from retouch.errors import BackendUnavailable
+from retouch.errors import BackendUnavailable, StorageFull
 from retouch.jobs.backends.base import NOTICES, queue_name
 from retouch.jobs.backends.watchers import LocalWatchers
 from retouch.jobs.records import (
@@ -50,11 +51,36 @@ logger = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def sqlite_errors(what: str) -> Iterator[None]:
-    """SQLite's operational errors (locked past the store timeout, disk I/O) as BackendUnavailable (503)."""
+    """SQLite's operational errors (locked past the store timeout, a full or read-only disk) as
+    BackendUnavailable (503), StorageFull when the disk is full."""
     try:
         yield
     except sqlite3.OperationalError as error:
-        raise BackendUnavailable(f"the {what} is not usable right now ({error}); try again in a moment") from None
+        raise storage_error(what, error) from None
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_UNWRITABLE_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def storage_error(what: str, error: Exception) -> BackendUnavailable:
+    """The client's side of a storage failure: what kind it is, never the server's paths (they are logged)."""
+    logger.warning("%s: %s", what, error)
+    code = getattr(error, "errno", None)
+    text = str(error).lower()
+    if code in _FULL_ERRNOS or "disk is full" in text:
+        return StorageFull("the server's storage is full; try again later")
+    if code in _UNWRITABLE_ERRNOS or "readonly" in text or "read-only" in text:
+        return BackendUnavailable("the server's storage cannot be written to now; try again later")
+    return BackendUnavailable(f"the server's {what.split(' ')[0]} store is not usable right now; try again in a moment")
+
+
+@contextlib.contextmanager
+def file_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as error:
+        raise storage_error(what, error) from None
 
 
 # ---- blobs ----------------------------------------------------------------------------------
@@ -76,24 +102,27 @@ class FileBlobStore:
 
     def put(self, job_id: str, name: str, data: bytes, ttl: float | None = None) -> None:
         path = self._path(job_id, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".part-")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                file.write(data)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with file_errors(f"blob {path}"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+            try:
+                with os.fdopen(handle, "wb") as file:
+                    file.write(data)
+                os.replace(temporary, path)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
 
     def get(self, job_id: str, name: str) -> bytes | None:
-        try:
-            return self._path(job_id, name).read_bytes()
-        except FileNotFoundError:
-            return None
+        with file_errors(f"blob {job_id}/{name}"):
+            try:
+                return self._path(job_id, name).read_bytes()
+            except FileNotFoundError:
+                return None
 
     def remove(self, job_id: str, name: str) -> None:
-        self._path(job_id, name).unlink(missing_ok=True)
+        with file_errors(f"blob {job_id}/{name}"):
+            self._path(job_id, name).unlink(missing_ok=True)
 
     def delete_job(self, job_id: str) -> None:
         shutil.rmtree(self._path(job_id, "x").parent, ignore_errors=True)
@@ -272,8 +301,12 @@ class SqliteJobStore:
         rows = self._rows(f"UPDATE jobs SET {assignments} WHERE id = ? AND {guard} RETURNING inputs", (*changes.values(), job_id, *guard_parameters))
         if not rows:
             return False
-        for name in json.loads(rows[0][0]):
-            self.blobs.remove(job_id, name)
+        try:
+            for name in json.loads(rows[0][0]):
+                self.blobs.remove(job_id, name)
+        except BackendUnavailable:
+            # The job has ended all the same; its folder goes at retention.
+            logger.warning("request %s ended, but its inputs could not be deleted yet", job_id)
         return True
 
     def finish(self, job_id: str, worker: str, outputs: list[OutputFile], engine: str, metrics: dict[str, Any]) -> bool:
@@ -363,6 +396,12 @@ class SqliteJobStore:
 
     def forget_worker(self, worker: str) -> None:
         self._change("DELETE FROM workers WHERE id = ?", (worker,))
+
+    def storage_problem(self, min_free_bytes: int) -> str | None:
+        free = shutil.disk_usage(self.path.parent).free
+        if free < min_free_bytes:
+            return f"the server's disk has {free / 1e6:.0f} MB free, below the {min_free_bytes / 1e6:.0f} MB it keeps (RETOUCH_MIN_FREE_BYTES)"
+        return None
 
     def purge_expired(self, retention: float) -> int:
         now = self.now()

@@ -30,7 +30,7 @@ from huey.storage import RedisStorage
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from retouch.errors import BackendUnavailable
+from retouch.errors import BackendUnavailable, StorageFull
 from retouch.jobs.backends.base import NOTICES, queue_name
 from retouch.jobs.backends.watchers import LocalWatchers
 from retouch.jobs.records import (
@@ -216,6 +216,12 @@ def connection_pool(url: str, timeout: float) -> redis.ConnectionPool:
 def redis_errors(what: str, pool: redis.ConnectionPool) -> Iterator[None]:
     try:
         yield
+    except redis.exceptions.ResponseError as error:
+        # Redis at its maxmemory (with no eviction, as it must be for a job store) refuses every write.
+        if isinstance(error, redis.exceptions.OutOfMemoryError) or str(error).startswith("OOM"):
+            logger.warning("the %s refused a write: %s", what, error)
+            raise StorageFull("the server's storage is full; try again later") from None
+        raise
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError) as error:
         where = pool.connection_kwargs.get("host", pool.connection_kwargs.get("path", "?"))
         port = pool.connection_kwargs.get("port")
@@ -414,6 +420,17 @@ class RedisJobStore:
     def forget_worker(self, worker: str) -> None:
         with self._errors():
             self.client.hdel(f"{self.prefix}:workers", worker)
+
+    def storage_problem(self, min_free_bytes: int) -> str | None:
+        with self._errors():
+            memory = self.client.info("memory")
+        limit, used = int(memory.get("maxmemory", 0)), int(memory.get("used_memory", 0))
+        if limit and limit - used < min_free_bytes:
+            return (
+                f"Redis uses {used / 1e6:.1f} MB of its maxmemory of {limit / 1e6:.1f} MB, leaving less than the "
+                f"{min_free_bytes / 1e6:.0f} MB it keeps (RETOUCH_MIN_FREE_BYTES)"
+            )
+        return None
 
     def purge_expired(self, retention: float) -> int:
         """Records and blobs expire by themselves (Redis TTL); only long-gone workers' heartbeats are pruned."""
