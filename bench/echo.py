@@ -1,7 +1,9 @@
-"""The benchmarks' fast fake model: the image back, unchanged, by an engine that costs nothing."""
+"""The benchmarks' fake models: `echo`, the image back by an engine that costs nothing, and `fixed`,
+the same after a fixed 0.8 s (an engine of known capacity, about background-eraser's on two cores)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 import numpy as np
@@ -36,4 +38,16 @@ class Echo(Model):
         return ModelResult(images=[images["image"]])
 
 
-MODELS: dict[str, Model] = {SLUG: Echo()}
+class Fixed(Echo):
+    slug: ClassVar[str] = "fixed"
+    seconds: ClassVar[float] = 0.8
+
+    def engine_name(self, settings: Settings) -> str:
+        return "fixed"
+
+    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any, context: RunContext) -> ModelResult:
+        time.sleep(self.seconds)
+        return ModelResult(images=[images["image"]])
+
+
+MODELS: dict[str, Model] = {SLUG: Echo(), Fixed.slug: Fixed()}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import base64
 import io
 import multiprocessing
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +106,22 @@ async def drive(base: str, requests: int, clients: int) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def redis_server(folder: str) -> Iterator[str]:
+    """A redis-server of the benchmark's own on a free port; its URL."""
+    binary = shutil.which("redis-server") or sys.exit("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", folder], stdout=subprocess.DEVNULL
+    )
+    time.sleep(0.5)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait()
+
+
 def wait_healthy(base: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -153,44 +171,27 @@ def main() -> None:
     arguments = parser.parse_args()
     backends = ["embedded", "redis"] if arguments.backend == "both" else [arguments.backend]
     goals = {"embedded": 0.015, "redis": 0.010}
-    with tempfile.TemporaryDirectory() as folder:
-        redis_process = None
-        redis_url = None
-        if "redis" in backends:
-            binary = shutil.which("redis-server")
-            if binary is None:
-                sys.exit("redis-server is not installed (apt-get install redis-server)")
-            redis_port = free_port()
-            redis_process = subprocess.Popen(
-                [binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", folder],
-                stdout=subprocess.DEVNULL,
+    with tempfile.TemporaryDirectory() as folder, contextlib.ExitStack() as stack:
+        redis_url = stack.enter_context(redis_server(folder)) if "redis" in backends else None
+        print(f"{arguments.requests} /v1 requests from {arguments.clients} concurrent clients, fast fake engine")
+        print(f"{'backend':<9} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'lost':>5} {'overhead ms':>12} {'at rest ms':>11} {'goal ms':>8}")
+        for backend in backends:
+            base, processes = start(backend, Path(folder) / backend, redis_url)
+            try:
+                asyncio.run(drive(base, 50, 4))
+                loaded = asyncio.run(drive(base, arguments.requests, arguments.clients))
+                rest = asyncio.run(drive(base, 200, 1))
+            finally:
+                stop(processes)
+            overhead = (loaded["p50"] - loaded["engine_p50"]) * 1000
+            at_rest = (rest["p50"] - rest["engine_p50"]) * 1000
+            print(
+                f"{backend:<9} {loaded['rps']:7.1f} {loaded['p50'] * 1000:8.1f} {loaded['p99'] * 1000:8.1f} "
+                f"{loaded['errors']:7d} {loaded['lost']:5d} {overhead:12.1f} {at_rest:11.1f} {goals[backend] * 1000:8.0f}"
             )
-            redis_url = f"redis://127.0.0.1:{redis_port}/0"
-            time.sleep(0.5)
-        try:
-            print(f"{arguments.requests} /v1 requests from {arguments.clients} concurrent clients, fast fake engine")
-            print(f"{'backend':<9} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'lost':>5} {'overhead ms':>12} {'at rest ms':>11} {'goal ms':>8}")
-            for backend in backends:
-                base, processes = start(backend, Path(folder) / backend, redis_url)
-                try:
-                    asyncio.run(drive(base, 50, 4))
-                    loaded = asyncio.run(drive(base, arguments.requests, arguments.clients))
-                    rest = asyncio.run(drive(base, 200, 1))
-                finally:
-                    stop(processes)
-                overhead = (loaded["p50"] - loaded["engine_p50"]) * 1000
-                at_rest = (rest["p50"] - rest["engine_p50"]) * 1000
-                print(
-                    f"{backend:<9} {loaded['rps']:7.1f} {loaded['p50'] * 1000:8.1f} {loaded['p99'] * 1000:8.1f} "
-                    f"{loaded['errors']:7d} {loaded['lost']:5d} {overhead:12.1f} {at_rest:11.1f} {goals[backend] * 1000:8.0f}"
-                )
-                if loaded["error_kinds"]:
-                    print(f"          errors: {loaded['error_kinds']}")
-                print(f"          ratio overhead at rest / goal: {at_rest / (goals[backend] * 1000):.2f}")
-        finally:
-            if redis_process is not None:
-                redis_process.terminate()
-                redis_process.wait()
+            if loaded["error_kinds"]:
+                print(f"          errors: {loaded['error_kinds']}")
+            print(f"          ratio overhead at rest / goal: {at_rest / (goals[backend] * 1000):.2f}")
 
 
 if __name__ == "__main__":

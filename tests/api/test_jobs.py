@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from fakes import GATES_VARIABLE, release, started_marks
 from images import b64
+from polling import poll
 
 from retouch.jobs.service import JobService
 from retouch.jobs.worker import WorkerPool
@@ -27,16 +28,6 @@ def gates(tmp_path, monkeypatch):
 
 def gate_name() -> str:
     return f"g-{uuid.uuid4().hex[:10]}"
-
-
-def poll(client, request_id: str, until, timeout: float = 20) -> dict:
-    """GET /status until `until(body)` holds; the last body."""
-    deadline = time.monotonic() + timeout
-    while True:
-        body = client.get(f"/v2/requests/{request_id}/status").json()
-        if until(body) or time.monotonic() > deadline:
-            return body
-        time.sleep(0.02)
 
 
 def wait_started(gate: str, count: int = 1, timeout: float = 20) -> None:

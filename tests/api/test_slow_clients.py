@@ -99,3 +99,16 @@ def test_ordinary_requests_on_a_kept_alive_connection_still_work(address):
             assert answer.startswith(b"HTTP/1.1 200")
             # Slower than the header timeout between requests: each request's clock starts at its first byte.
             time.sleep(1.3)
+
+
+def test_a_large_body_sent_with_its_headers_is_not_counted_as_headers(address):
+    body = b'{"image": "' + b"A" * 300_000 + b'"}'
+    with socket.create_connection(address) as connection:
+        connection.sendall(
+            b"POST /v1/fake-invert HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+        )
+        answer, _ = read_until_closed(connection, timeout=10)
+    status, error = status_and_error(answer)
+    # Read whole, then refused for what it is: not an image.
+    assert status == 400 and "image" in error

@@ -7,13 +7,13 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-import time
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 from images import b64
+from polling import poll
 from servers import RedisServer
 from test_flows import leftovers
 
@@ -40,15 +40,6 @@ class Full:
 
     def clear_after(self, seconds: float) -> None:
         threading.Timer(seconds, self.full.clear).start()
-
-
-def poll(client, request_id: str, until, timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = client.get(f"/v2/requests/{request_id}/status").json()
-        if until(body) or time.monotonic() > deadline:
-            return body
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("write", ["blobs.put", "store.create"])

@@ -32,14 +32,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = self.loop.call_later(self.header_timeout, self._headers_too_slow)
 
     def data_received(self, data: bytes) -> None:
-        if self._reading_headers:
-            if self._header_timer is None:
-                self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+        if self._reading_headers and self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+        was_reading_headers = self._reading_headers
+        super().data_received(data)
+        # Counted after parsing: a chunk that completes the headers may carry the start of the body.
+        if was_reading_headers and self._reading_headers and not self.transport.is_closing():
             self._header_bytes += len(data)
             if self._header_bytes > self.max_header_bytes:
                 self._refuse(431, f"the request line and headers are over the limit of {self.max_header_bytes} bytes")
-                return
-        super().data_received(data)
 
     def on_headers_complete(self) -> None:
         self._reading_headers = False

@@ -4,9 +4,12 @@ A slug that no live worker serves refuses every request (503): it would only wai
 whose caller waits at most the sync timeout, is refused (429 with Retry-After, pointing at /v2)
 when its slug's estimated wait would pass most of that time: the work it would queue is then
 never run for a caller who has gone. The estimate takes the slug's jobs waiting and running, the
-worker threads that serve it, and the moving average of its recent job times. Admissions being
+worker threads that serve it, and the moving average of its recent job times (until one of its
+jobs has ended, only as many as there are threads are admitted). Admissions being
 decided in this process count as waiting until their job is queued, so that a burst of
-simultaneous requests does not all see the same short queue.
+simultaneous requests does not all see the same short queue. A request is checked as it arrives
+(a refusal costs milliseconds) and again, holding its place, once its images are fetched and
+decoded, just before its job is queued (a slow image URL then holds no place in the queue).
 """
 
 from __future__ import annotations
@@ -63,6 +66,11 @@ class Admission:
             self._refresh()
             return sum(info.threads for info in self._workers.values() if slug in info.slugs)
 
+    def check(self, slug: str, synchronous: bool) -> None:
+        """The same refusals as `reserve`, holding nothing: for the moment a request arrives, before its
+        images are fetched, so that a refusal costs milliseconds."""
+        self.release(self.reserve(slug, synchronous))
+
     def reserve(self, slug: str, synchronous: bool) -> str:
         """Admit one request of `slug` or raise NoWorker (503) or Busy (429); `release` it once its job is queued."""
         with self._lock:
@@ -74,9 +82,24 @@ class Admission:
                     "(or `retouch serve` with --workers 1 or more)"
                 )
             typical = self._durations.get(slug)
-            if synchronous and typical is not None and threads > 0:
+            if typical is None:
+                # Not known a moment ago may be known now (the first job just ended): no cache for that.
+                self._durations = self.store.typical_durations()
+                typical = self._durations.get(slug)
+            if synchronous and threads > 0:
                 queued = self.store.count(Status.QUEUED, slug) + self._reserved[slug]
                 running = self.store.count(Status.PROCESSING, slug)
+                if typical is None:
+                    # No job of this slug has ended yet, so nothing says how long the queue would take:
+                    # take as many as there are threads, and ask the others back once one has ended.
+                    if queued + running >= threads:
+                        raise Busy(
+                            f"{slug} is busy and the time its jobs take is not known yet ({queued} waiting, {running} running); "
+                            f"submit it to /v2/{slug} and poll its status_url, or try again in a moment",
+                            retry_after=1,
+                        )
+                    self._reserved[slug] += 1
+                    return slug
                 wait = estimated_seconds(typical, queued, running, threads)
                 limit = SYNC_MARGIN * self.settings.sync_timeout
                 if wait > limit:

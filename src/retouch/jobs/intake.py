@@ -53,17 +53,22 @@ def validate_parameters(model: Model, params: Any, uploads: dict[str, bytes]) ->
     return parse_input(model.Input, params)
 
 
+def _uploaded(field: str, uploads: dict[str, bytes]) -> bytes | None:
+    """The file part given for `field`, if one was."""
+    if field not in uploads:
+        return None
+    if not uploads[field]:
+        raise ImageError(f"{field}: the uploaded file is empty")
+    return uploads[field]
+
+
 def read_sources(model: Model, inputs: ModelInput, uploads: dict[str, bytes], settings: Settings) -> dict[str, bytes]:
     """The encoded bytes of every image parameter: a file part, or fetched/decoded from the value."""
     policy = FetchPolicy.from_settings(settings)
     sources: dict[str, bytes] = {}
     for field in model.all_image_fields():
-        if field in uploads:
-            if not uploads[field]:
-                raise ImageError(f"{field}: the uploaded file is empty")
-            sources[field] = uploads[field]
-        else:
-            sources[field] = read_image_source(getattr(inputs, field), field=field, policy=policy)
+        uploaded = _uploaded(field, uploads)
+        sources[field] = uploaded if uploaded is not None else read_image_source(getattr(inputs, field), field=field, policy=policy)
     return sources
 
 
@@ -76,10 +81,9 @@ async def read_sources_async(
     policy = FetchPolicy.from_settings(settings)
     sources: dict[str, bytes] = {}
     for field in model.all_image_fields():
-        if field in uploads:
-            if not uploads[field]:
-                raise ImageError(f"{field}: the uploaded file is empty")
-            sources[field] = uploads[field]
+        uploaded = _uploaded(field, uploads)
+        if uploaded is not None:
+            sources[field] = uploaded
             continue
         value = getattr(inputs, field)
         if is_fetched_url(value):

@@ -74,12 +74,9 @@ class JobService:
         the slug; QueueFull (429) past `max_queued`; ServiceUnavailable (503) when the backend cannot take it."""
         model = self.model(slug)
         inputs = check_request(model, raw_params, uploads or {}, self.settings)
-        reservation = self.admission.reserve(slug, synchronous=False)
-        try:
-            prepared = check_images(model, inputs, read_sources(model, inputs, uploads or {}, self.settings), self.settings)
-            return self.enqueue(prepared, request_id=request_id)
-        finally:
-            self.admission.release(reservation)
+        self.admission.check(slug, synchronous=False)
+        prepared = check_images(model, inputs, read_sources(model, inputs, uploads or {}, self.settings), self.settings)
+        return self._admit_and_enqueue(prepared, request_id, synchronous=False)
 
     async def submit_async(
         self, slug: str, raw_params: Any, uploads: dict[str, bytes] | None = None, *, request_id: str | None = None, synchronous: bool = False
@@ -91,11 +88,15 @@ class JobService:
         model = self.model(slug)
         uploads = uploads or {}
         inputs = await anyio.to_thread.run_sync(check_request, model, raw_params, uploads, self.settings)
-        reservation = await anyio.to_thread.run_sync(self.admission.reserve, slug, synchronous)
+        await anyio.to_thread.run_sync(self.admission.check, slug, synchronous)
+        sources = await read_sources_async(model, inputs, uploads, self.settings, self.fetch_limiter)
+        prepared = await anyio.to_thread.run_sync(check_images, model, inputs, sources, self.settings)
+        return await anyio.to_thread.run_sync(self._admit_and_enqueue, prepared, request_id, synchronous)
+
+    def _admit_and_enqueue(self, prepared: Prepared, request_id: str | None, synchronous: bool) -> JobRecord:
+        reservation = self.admission.reserve(prepared.model.slug, synchronous)
         try:
-            sources = await read_sources_async(model, inputs, uploads, self.settings, self.fetch_limiter)
-            prepared = await anyio.to_thread.run_sync(check_images, model, inputs, sources, self.settings)
-            return await anyio.to_thread.run_sync(lambda: self.enqueue(prepared, request_id=request_id))
+            return self.enqueue(prepared, request_id=request_id)
         finally:
             self.admission.release(reservation)
 

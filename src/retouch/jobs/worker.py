@@ -268,13 +268,14 @@ class WorkerPool:
                 self.metrics.lost.labels(record.slug).inc()
             logger.warning("request %s (%s): this worker no longer owns it; it wrote nothing", job_id, record.slug)
             return None
-        self.backend.events.publish_changed(job_id, "ended")
         elapsed = time.perf_counter() - started
         if status is not Status.CANCELED:
+            # Before the notice: a caller woken by it may submit again at once, and be admitted on it.
             try:
                 self.backend.store.record_duration(record.slug, elapsed)
             except BackendUnavailable:
                 pass
+        self.backend.events.publish_changed(job_id, "ended")
         if self.metrics is not None:
             self.metrics.duration.labels(record.slug, engine_name, status.value).observe(elapsed)
         logger.info("request %s %s %s in %.3f s (attempt %d, %s)", job_id, record.slug, status.value, elapsed, record.attempts, engine_name)
