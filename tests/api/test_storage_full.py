@@ -91,6 +91,18 @@ def test_a_job_whose_worker_cannot_write_for_longer_than_its_lease_runs_again(ma
         assert done["status"] == "COMPLETED" and done["metrics"]["attempts"] == 2
 
 
+def test_a_job_its_worker_could_not_take_runs_once_writes_succeed_again(make_client, backend_settings, photo, monkeypatch):
+    """The queue entry was popped, the take refused: the job stays QUEUED and the sweep puts it back."""
+    with make_client(lease=1.5, store_timeout=0.5, **backend_settings) as client:
+        service: JobService = client.app.state.service
+        full = Full(monkeypatch, service.store, "take")
+        full.clear_after(1.0)
+        request_id = client.post("/v2/fake-invert", json={"image": b64(photo)}).json()["request_id"]
+        done = poll(client, request_id, lambda body: body["status"] == "COMPLETED", timeout=40)
+        assert full.refused >= 1
+        assert done["status"] == "COMPLETED" and done["metrics"]["attempts"] == 1
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path):
     if os.geteuid() != 0:
