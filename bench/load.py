@@ -145,7 +145,7 @@ def start(backend: str, home: Path, redis_url: str | None) -> tuple[str, list[mu
         processes = [context.Process(target=run_server, args=(Settings(workers=0, **common, **fleet), MODELS))]
         for index in range(2):
             settings = Settings(home=home / f"worker-{index}", log_level="warning", **fleet)
-            processes.append(context.Process(target=run_worker, args=(settings, MODELS, (SLUG,), 1, None)))
+            processes.append(context.Process(target=run_worker, args=(settings, MODELS, tuple(MODELS), 1, None)))
     for process in processes:
         process.start()
     base = f"http://127.0.0.1:{port}"
