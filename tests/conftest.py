@@ -13,6 +13,10 @@ from servers import RedisServer
 
 _FOLDER_MARKERS = {"unit", "api", "integration"}
 
+# Keys are on by default for an operator; the tests turn them off unless a test is about them (and
+# ask for `auth=True`). Set in the environment, so that servers the tests start in processes agree.
+os.environ.setdefault("RETOUCH_AUTH", "false")
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 app = typer.Typer(help="retouch: self-hosted image-editing inference service.", no_args_is_help=True)
 models_app = typer.Typer(help="Model weights: list and install.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+keys_app = typer.Typer(help="API keys: create, list, revoke, credit.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -43,7 +45,10 @@ def choose_slugs(models: dict[str, Model], names: str | None) -> tuple[str, ...]
     chosen = tuple(dict.fromkeys(name.strip() for name in names.split(",") if name.strip()))
     unknown = [name for name in chosen if name not in built]
     if unknown or not chosen:
-        typer.echo(f"error: unknown or unbuilt model(s) {', '.join(unknown) or '(none given)'}; choose from: {', '.join(built)}", err=True)
+        typer.echo(
+            f"error: unknown or unbuilt model(s) {', '.join(unknown) or '(none given)'}; choose from: {', '.join(built)}",
+            err=True,
+        )
         raise typer.Exit(code=2)
     return chosen
 
@@ -76,7 +81,10 @@ def check_start(settings: Settings, models: dict[str, Model]) -> None:
         probe.unlink()
     except OSError as error:
         problem = _HOME_PROBLEMS.get(error.errno or 0, "cannot be used")
-        typer.echo(f"error: the home {home} {problem} ({error.strerror}); fix it, or set RETOUCH_HOME to another folder", err=True)
+        typer.echo(
+            f"error: the home {home} {problem} ({error.strerror}); fix it, or set RETOUCH_HOME to another folder",
+            err=True,
+        )
         raise typer.Exit(code=1) from None
     try:
         open_backend(settings, tuple(models)).close()
@@ -87,6 +95,43 @@ def check_start(settings: Settings, models: dict[str, Model]) -> None:
         raise typer.Exit(code=1) from None
 
 
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def ensure_first_key(settings: Settings, models: dict[str, Model]) -> None:
+    """With keys on and none in the store, make an admin key and print it, once."""
+    import time
+
+    from retouch.jobs.access import ADMIN_KEY_NAME, new_key
+    from retouch.jobs.backends import open_backend
+
+    backend = open_backend(settings, tuple(models))
+    try:
+        if backend.store.key_count() > 0:
+            return
+        key, secret = new_key(ADMIN_KEY_NAME, None, None, None, tuple(models), time.time())
+        backend.store.create_key(key)
+    finally:
+        backend.close()
+    typer.echo(
+        f"\nretouch: no API key existed, so this one was made: {ADMIN_KEY_NAME!r} (every model, unlimited credits, no rate limit).\n"
+        f"It is shown only this once; keep it:\n\n    {secret}\n\n"
+        "Send it in the x-api-key header:\n"
+        f"    export RETOUCH_API_KEY={secret}\n"
+        '    curl -H "x-api-key: $RETOUCH_API_KEY" http://HOST:PORT/v1/models\n'
+        "More keys: retouch keys create --name NAME [--models a,b] [--credits N] [--rate 60/minute]\n",
+        err=True,
+    )
+
+
 def run_server(settings: Settings, models: dict[str, Model]) -> None:
     import uvicorn
 
@@ -94,7 +139,16 @@ def run_server(settings: Settings, models: dict[str, Model]) -> None:
     from retouch.api.protocol import guarded_protocol
 
     configure_logging(settings)
+    if not settings.auth and not is_loopback(settings.host):
+        typer.echo(
+            f"error: keys are off (--no-auth, RETOUCH_AUTH=false) and the server would listen on {settings.host}, "
+            "where anyone on the network could use it; listen on 127.0.0.1, or turn keys on",
+            err=True,
+        )
+        raise typer.Exit(code=2)
     check_start(settings, models)
+    if settings.auth:
+        ensure_first_key(settings, models)
     uvicorn.run(
         create_app(settings, models=models),
         host=settings.host,
@@ -106,7 +160,13 @@ def run_server(settings: Settings, models: dict[str, Model]) -> None:
     )
 
 
-def run_worker(settings: Settings, models: dict[str, Model], slugs: tuple[str, ...], threads: int, metrics_port: int | None) -> int:
+def run_worker(
+    settings: Settings,
+    models: dict[str, Model],
+    slugs: tuple[str, ...],
+    threads: int,
+    metrics_port: int | None,
+) -> int:
     from retouch.jobs.process import supervise
 
     configure_logging(settings)
@@ -118,19 +178,43 @@ def run_worker(settings: Settings, models: dict[str, Model], slugs: tuple[str, .
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on [RETOUCH_HOST].")] = None,
     port: Annotated[int | None, typer.Option(help="Port [RETOUCH_PORT].")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker threads in this process; 0 = API only [RETOUCH_WORKERS].")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Worker threads in this process; 0 = API only [RETOUCH_WORKERS]."),
+    ] = None,
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth",
+            help="No API keys (only on a loopback address) [RETOUCH_AUTH=false].",
+        ),
+    ] = False,
 ) -> None:
-    """Run the HTTP API, with its workers in the same process (the embedded default)."""
+    """Run the HTTP API, with its workers in the same process (the embedded default). On the first start
+    with keys on, an admin key is made and printed once."""
     from retouch.models import MODELS
 
-    run_server(load_settings(host=host, port=port, workers=workers), MODELS)
+    run_server(
+        load_settings(host=host, port=port, workers=workers, auth=False if no_auth else None),
+        MODELS,
+    )
 
 
 @app.command()
 def worker(
-    models: Annotated[str | None, typer.Option("--models", help="Comma-separated slugs to serve; default: every built one.")] = None,
+    models: Annotated[
+        str | None,
+        typer.Option("--models", help="Comma-separated slugs to serve; default: every built one."),
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Worker threads (jobs run at once).")] = 1,
-    metrics_port: Annotated[int | None, typer.Option(min=1, max=65535, help="Serve this worker's Prometheus metrics on this port.")] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Serve this worker's Prometheus metrics on this port.",
+        ),
+    ] = None,
 ) -> None:
     """Run workers only, beside `retouch serve --workers 0`: on the same home (embedded), or anywhere with
     the same RETOUCH_QUEUE_URL (a fleet). SIGTERM drains: running jobs end, no new ones are taken."""
@@ -144,9 +228,17 @@ def worker(
 def run_command(
     slug: Annotated[str, typer.Argument(help="The model, e.g. background-eraser.")],
     parameters: Annotated[
-        list[str] | None, typer.Argument(help="NAME=VALUE pairs; an image parameter may be a file path. Values are typed as JSON would.")
+        list[str] | None,
+        typer.Argument(help="NAME=VALUE pairs; an image parameter may be a file path. Values are typed as JSON would."),
     ] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the (first) image; default: SLUG-ID.EXT here.")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Where to write the (first) image; default: SLUG-ID.EXT here.",
+        ),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the result.")] = 600.0,
 ) -> None:
     """Run one request in this process (or, with RETOUCH_QUEUE_URL, on the fleet's workers) and save its image."""
@@ -185,11 +277,17 @@ def run_command(
         try:
             record = service.submit(slug, coerce_form_fields(model.Input, fields), uploads)
             if not asyncio.run(service.wait(record.id, timeout)):
-                typer.echo(f"error: request {record.id} did not finish within {timeout:g} s", err=True)
+                typer.echo(
+                    f"error: request {record.id} did not finish within {timeout:g} s",
+                    err=True,
+                )
                 raise typer.Exit(code=1)
             record = service.get(record.id)
             if record.status is not Status.COMPLETED:
-                typer.echo(f"error: request {record.id} {record.status.value}: {record.error}", err=True)
+                typer.echo(
+                    f"error: request {record.id} {record.status.value}: {record.error}",
+                    err=True,
+                )
                 raise typer.Exit(code=1)
             written = []
             for index, result in enumerate(service.outputs(record)):
@@ -202,7 +300,15 @@ def run_command(
         except RetouchError as error:
             typer.echo(f"error: {error.message}", err=True)
             raise typer.Exit(code=1) from None
-        typer.echo(json.dumps({"request_id": record.id, "outputs": written, "metrics": record.public_metrics()}))
+        typer.echo(
+            json.dumps(
+                {
+                    "request_id": record.id,
+                    "outputs": written,
+                    "metrics": record.public_metrics(),
+                }
+            )
+        )
     finally:
         if pool is not None:
             pool.stop()
@@ -221,7 +327,9 @@ def models_list() -> None:
     for row in rows:
         mark = "installed" if row["installed"] else "missing"
         size_mb = row["size"] / 1e6
-        typer.echo(f"  {row['name']:<10} {row['engine']:<10} {row['filename']:<16} {size_mb:8.1f} MB  {mark:<9}  {row['license']}  from {row['source']}")
+        typer.echo(
+            f"  {row['name']:<10} {row['engine']:<10} {row['filename']:<16} {size_mb:8.1f} MB  {mark:<9}  {row['license']}  from {row['source']}"
+        )
     typer.echo("pulled with `retouch models pull NAME` (needs the model hub):")
     for name, model in hub.HUB_MODELS.items():
         mark = "pulled" if hub.is_pulled(name, settings) else "missing"
@@ -230,7 +338,10 @@ def models_list() -> None:
 
 @models_app.command("install")
 def models_install(
-    names: Annotated[list[str] | None, typer.Argument(help="Weights to install; default: the default set.")] = None,
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Weights to install; default: the default set."),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Install again even if present.")] = False,
 ) -> None:
     """Install weight files into the home directory, each checked against its size and sha256."""
@@ -252,7 +363,11 @@ def models_pull(
     names: Annotated[list[str], typer.Argument(help="Hub models to pull: owlv2, sam, lama.")],
     force: Annotated[bool, typer.Option(help="Pull again even if present.")] = False,
     trust_local: Annotated[
-        bool, typer.Option("--trust-local", help="Record files you copied into the model's folder by hand as pulled.")
+        bool,
+        typer.Option(
+            "--trust-local",
+            help="Record files you copied into the model's folder by hand as pulled.",
+        ),
     ] = False,
 ) -> None:
     """Pull models from the model hub, pinned to a commit and checked against their sha256."""
@@ -271,3 +386,142 @@ def models_pull(
 
 if __name__ == "__main__":
     app()
+
+
+def _key_store(settings: Settings) -> Any:
+    from retouch.errors import RetouchError
+    from retouch.jobs.backends import open_backend
+    from retouch.models import MODELS
+
+    try:
+        return open_backend(settings, tuple(MODELS))
+    except (RetouchError, RuntimeError, OSError) as error:
+        message = error.message if isinstance(error, RetouchError) else str(error)
+        typer.echo(
+            f"error: the key store on {settings.queue_url or settings.home} cannot be opened: {message}",
+            err=True,
+        )
+        raise typer.Exit(code=1) from None
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def _show_credits(credits: float | None) -> str:
+    return "unlimited" if credits is None else f"{credits:.6f}".rstrip("0").rstrip(".")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[
+        str,
+        typer.Option("--name", help="A name to know it by (letters, digits, . - _)."),
+    ],
+    models: Annotated[
+        str | None,
+        typer.Option("--models", help="Comma-separated slugs it may use; default: all."),
+    ] = None,
+    credits: Annotated[
+        float | None,
+        typer.Option("--credits", help="Credits it starts with; default: unlimited."),
+    ] = None,
+    rate: Annotated[
+        str | None,
+        typer.Option("--rate", help="Rate limit, e.g. 60/minute; default: none."),
+    ] = None,
+) -> None:
+    """Make a key and print its secret, once (only its hash is stored), and its webhook signing secret."""
+    import time
+
+    from retouch.errors import RetouchError
+    from retouch.jobs.access import new_key
+    from retouch.models import MODELS
+
+    allowed = tuple(dict.fromkeys(slug.strip() for slug in models.split(",") if slug.strip())) if models else None
+    backend = _key_store(load_settings())
+    try:
+        key, secret = new_key(name, allowed, credits, rate, tuple(MODELS), time.time())
+        backend.store.create_key(key)
+    except RetouchError as error:
+        _fail(error.message)
+    finally:
+        backend.close()
+    typer.echo(f"created key {name!r}: models {', '.join(allowed) if allowed else 'all'}, credits {_show_credits(credits)}, rate {rate or 'none'}")
+    typer.echo("its secret, shown only this once (send it as x-api-key):")
+    typer.echo(secret)
+    typer.echo(f"its webhook signing secret (X-Retouch-Signature): {key.webhook_secret}")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Every key: name, models, credits left, rate, created, last used. Never a secret."""
+    import datetime
+
+    backend = _key_store(load_settings())
+    try:
+        keys = backend.store.list_keys()
+    finally:
+        backend.close()
+
+    def when(moment: float | None) -> str:
+        return "never" if moment is None else datetime.datetime.fromtimestamp(moment, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+    rows = [("NAME", "MODELS", "CREDITS", "RATE", "CREATED", "LAST USED")]
+    for key in keys:
+        rows.append(
+            (
+                key.name,
+                ",".join(key.models) if key.models else "all",
+                _show_credits(key.credits),
+                key.rate or "none",
+                when(key.created_at),
+                when(key.last_used),
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name.")]) -> None:
+    """Delete a key: every replica refuses it (401) from its next request."""
+    backend = _key_store(load_settings())
+    try:
+        deleted = backend.store.delete_key(name)
+    finally:
+        backend.close()
+    if not deleted:
+        _fail(f"there is no key named {name!r}; `retouch keys list` shows them")
+    typer.echo(f"revoked key {name!r}")
+
+
+@keys_app.command("credit", context_settings={"ignore_unknown_options": True})
+def keys_credit(
+    name: Annotated[str, typer.Argument(help="The key's name.")],
+    change: Annotated[str, typer.Argument(help="+N to add credits, -N to take them (never below 0).")],
+) -> None:
+    """Add or take credits, atomically (requests in flight are charged against the new balance)."""
+    import math
+
+    try:
+        delta = float(change)
+    except ValueError:
+        delta = math.nan
+    if not change.startswith(("+", "-")) or not math.isfinite(delta):
+        _fail(f"the change {change!r} is not a signed number; write +N to add credits or -N to take them, e.g. +100")
+    backend = _key_store(load_settings())
+    try:
+        key = backend.store.key_by_name(name)
+        if key is None:
+            _fail(f"there is no key named {name!r}; `retouch keys list` shows them")
+        assert key is not None
+        if key.credits is None:
+            _fail(f"the key {name!r} has unlimited credits; there is nothing to add or take")
+        updated = backend.store.add_credits(name, delta)
+    finally:
+        backend.close()
+    assert updated is not None
+    typer.echo(f"key {name!r} now has {_show_credits(updated.credits)} credits")

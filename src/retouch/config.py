@@ -42,9 +42,7 @@ class Settings(BaseSettings):
     public_base_url: AnyHttpUrl | None = Field(
         default=None, description="Base URL that result links use (e.g. https://retouch.example.com); default: taken from the request."
     )
-    allow_private_urls: bool = Field(
-        default=False, description="Allow image URLs on loopback and private networks. Only for a trusted network."
-    )
+    allow_private_urls: bool = Field(default=False, description="Allow image URLs on loopback and private networks. Only for a trusted network.")
     fetch_connect_timeout: float = Field(default=5.0, gt=0, description="Seconds to connect to an image URL.")
     fetch_read_timeout: float = Field(default=20.0, gt=0, description="Seconds to wait for each read from an image URL.")
     max_queued: int = Field(default=1000, ge=1, description="Requests that may wait in the queue; past it: 429.")
@@ -109,9 +107,7 @@ class Settings(BaseSettings):
         description="Seconds a worker owns a running job without renewing it (renewed every third of it). "
         "A job whose worker died runs again after about this long.",
     )
-    max_attempts: int = Field(
-        default=3, ge=1, le=100, description="Times a job is started before a worker that keeps dying on it makes it FAILED."
-    )
+    max_attempts: int = Field(default=3, ge=1, le=100, description="Times a job is started before a worker that keeps dying on it makes it FAILED.")
     deadline: float = Field(default=600.0, gt=0, description="Seconds a job may run before it is FAILED and its worker recycled.")
     deadlines: dict[str, float] = Field(
         default_factory=dict,
@@ -121,6 +117,28 @@ class Settings(BaseSettings):
         default=None,
         description="Memory the loaded engines of one worker process may hold (e.g. 8GB); past it the least recently "
         "used idle engines are unloaded. Default: 80% of this machine's memory.",
+    )
+
+    auth: bool = Field(
+        default=True,
+        description="Require an API key (x-api-key) on every request but /healthz, /readyz and /metrics. Off (--no-auth) only on a loopback address.",
+    )
+    prices: dict[str, float] = Field(
+        default_factory=dict,
+        description='Credits a request of each slug costs, as JSON: {"magic-eraser": 2}; a slug not named costs 1 (bg-replace: per sample).',
+    )
+    metrics_enabled: bool = Field(default=True, description="Serve Prometheus metrics on /metrics (open, like /healthz).")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description='Origins a browser may call the API from, as JSON: ["https://app.example.com"], or ["*"] for any '
+        "(then without credentials). Empty: CORS off.",
+    )
+    webhook_attempts: int = Field(default=5, ge=1, le=20, description="Times a webhook is tried before it is given up.")
+    webhook_backoff: float = Field(default=1.0, gt=0, le=300, description="Seconds before the first retry of a webhook; doubled each time.")
+    webhook_timeout: float = Field(default=10.0, gt=0, le=120, description="Seconds one webhook delivery may take.")
+    webhook_secret: str | None = Field(
+        default=None,
+        description="Secret that signs webhooks when keys are off (--no-auth); with keys, each key has its own.",
     )
 
     @field_validator("home", "weights_dir")
@@ -144,6 +162,17 @@ class Settings(BaseSettings):
             if seconds <= 0:
                 raise ValueError(f"the deadline of {slug!r} is {seconds}; give a number of seconds above 0")
         return value
+
+    @field_validator("prices")
+    @classmethod
+    def _non_negative_prices(cls, value: dict[str, float]) -> dict[str, float]:
+        for slug, price in value.items():
+            if price < 0:
+                raise ValueError(f"the price of {slug!r} is {price}; give a number of credits of 0 or more")
+        return value
+
+    def price_of(self, slug: str) -> float:
+        return self.prices.get(slug, 1.0)
 
     @model_validator(mode="after")
     def _lease_above_store_timeout(self) -> Settings:

@@ -33,6 +33,28 @@ class URLRefused(ImageError):
     """An image URL points somewhere retouch will not fetch from (SSRF guard)."""
 
 
+class Unauthorized(RetouchError):
+    """No API key, or one this server does not know (or has revoked)."""
+
+    status_code = 401
+
+
+class Forbidden(RetouchError):
+    """The API key may not use this model."""
+
+    status_code = 403
+
+
+class NotEnoughCredits(RetouchError):
+    """The API key's credits do not cover the request's price."""
+
+    status_code = 406
+
+    def __init__(self, message: str, remaining: float) -> None:
+        super().__init__(message)
+        self.remaining = remaining
+
+
 class NotFound(RetouchError):
     status_code = 404
 
@@ -79,6 +101,10 @@ class Busy(RetouchError):
 
 class QueueFull(Busy):
     pass
+
+
+class RateLimited(Busy):
+    """The API key has sent more requests than its rate allows."""
 
 
 class EngineNotBuilt(RetouchError):

@@ -42,7 +42,7 @@ class Full:
         threading.Timer(seconds, self.full.clear).start()
 
 
-@pytest.mark.parametrize("write", ["blobs.put", "store.create"])
+@pytest.mark.parametrize("write", ["blobs.put", "store.admit"])
 def test_a_submission_that_cannot_be_stored_is_503_and_leaves_nothing(make_client, backend_settings, photo, monkeypatch, write):
     with make_client(workers=0, idle_worker=True, **backend_settings) as client:
         service: JobService = client.app.state.service

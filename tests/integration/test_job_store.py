@@ -19,10 +19,20 @@ import pytest
 from servers import RedisServer
 
 from retouch.config import Settings
-from retouch.errors import BackendUnavailable
+from retouch.errors import BackendUnavailable, Conflict, NotEnoughCredits, Unauthorized
 from retouch.jobs.backends import Backend, open_backend
 from retouch.jobs.backends.embedded import SCHEMA_VERSION
-from retouch.jobs.records import CancelOutcome, JobRecord, LeaseOutcome, OutputFile, Renewal, Status, WorkerInfo
+from retouch.jobs.records import (
+    Admitted,
+    ApiKey,
+    CancelOutcome,
+    JobRecord,
+    LeaseOutcome,
+    OutputFile,
+    Renewal,
+    Status,
+    WorkerInfo,
+)
 
 SLUGS = ("slug-a", "slug-b")
 LEASE = 0.6
@@ -30,7 +40,13 @@ LEASE = 0.6
 
 @pytest.fixture
 def store_backend(backend_settings: dict[str, str], tmp_path: Path) -> Iterator[Backend]:
-    settings = Settings(home=tmp_path / "home", retention=60, lease=3, store_timeout=1, **backend_settings)
+    settings = Settings(
+        home=tmp_path / "home",
+        retention=60,
+        lease=3,
+        store_timeout=1,
+        **backend_settings,
+    )
     opened = open_backend(settings, SLUGS)
     yield opened
     opened.close()
@@ -41,13 +57,25 @@ def new_job(backend: Backend, slug: str = "slug-a", inputs: dict[str, bytes] | N
     inputs = {"input-image.npy": b"pixels"} if inputs is None else inputs
     for name, data in inputs.items():
         backend.blobs.put(job_id, name, data, ttl=3600)
-    record = JobRecord(id=job_id, slug=slug, status=Status.QUEUED, params={"grow_mask": 3}, params_digest="d", inputs=sorted(inputs))
+    record = JobRecord(
+        id=job_id,
+        slug=slug,
+        status=Status.QUEUED,
+        params={"grow_mask": 3},
+        params_digest="d",
+        inputs=sorted(inputs),
+    )
     return backend.store.create(record)
 
 
 def frozen(record: JobRecord | None) -> dict:
     assert record is not None
-    return json.loads(json.dumps(record.__dict__, default=lambda value: getattr(value, "value", None) or value.__dict__))
+    return json.loads(
+        json.dumps(
+            record.__dict__,
+            default=lambda value: getattr(value, "value", None) or value.__dict__,
+        )
+    )
 
 
 def test_a_record_reads_back_as_written(store_backend):
@@ -134,7 +162,9 @@ def test_nothing_changes_a_terminal_record(store_backend):
     assert frozen(store.get(record.id)) == ended
 
 
-def test_an_expired_lease_goes_back_to_the_queue_then_fails_after_the_last_attempt(store_backend):
+def test_an_expired_lease_goes_back_to_the_queue_then_fails_after_the_last_attempt(
+    store_backend,
+):
     store = store_backend.store
     record = new_job(store_backend)
     for attempt in (1, 2):
@@ -167,7 +197,16 @@ def test_a_stale_worker_writes_nothing_once_another_took_the_job(store_backend):
     # The paused worker resumes: every one of its writes is refused.
     assert store.renew(record.id, "paused", LEASE) is Renewal.LOST
     assert store.set_progress(record.id, "paused", 0.9) is False
-    assert store.finish(record.id, "paused", [OutputFile("output-a1-0.png", "image/png")], "fake", {}) is False
+    assert (
+        store.finish(
+            record.id,
+            "paused",
+            [OutputFile("output-a1-0.png", "image/png")],
+            "fake",
+            {},
+        )
+        is False
+    )
     assert store.fail(record.id, "paused", "late") is False
     assert frozen(store.get(record.id)) == finished
 
@@ -287,7 +326,10 @@ def test_redis_ends_record_and_images_together(redis_url, tmp_path):
     client = redis.Redis.from_url(redis_url)
     try:
         record = new_job(backend)
-        job_key, input_key = f"{prefix}:job:{record.id}", f"{prefix}:blob:{record.id}:input-image.npy"
+        job_key, input_key = (
+            f"{prefix}:job:{record.id}",
+            f"{prefix}:blob:{record.id}:input-image.npy",
+        )
         assert client.ttl(job_key) == -1 and client.ttl(input_key) == -1, "an unfinished job never expires"
         backend.store.take(record.id, "owner", 3)
         backend.blobs.put(record.id, "output-a1-0.png", b"png", ttl=3600)
@@ -306,7 +348,10 @@ def test_redis_unclaimed_inputs_expire_and_claimed_ones_do_not(redis_url, tmp_pa
     import redis
 
     prefix = f"t{uuid.uuid4().hex[:12]}"
-    backend = open_backend(Settings(home=tmp_path / "home", queue_url=redis_url, redis_prefix=prefix), SLUGS)
+    backend = open_backend(
+        Settings(home=tmp_path / "home", queue_url=redis_url, redis_prefix=prefix),
+        SLUGS,
+    )
     client = redis.Redis.from_url(redis_url)
     try:
         backend.blobs.put("orphan", "input-image.npy", b"never recorded", ttl=3600)
@@ -344,7 +389,10 @@ def test_redis_layout_of_a_newer_retouch_is_refused(redis_url, tmp_path):
     client.set(f"{prefix}:schema", 99)
     try:
         with pytest.raises(RuntimeError, match="newer retouch"):
-            open_backend(Settings(home=tmp_path / "home", queue_url=redis_url, redis_prefix=prefix), SLUGS)
+            open_backend(
+                Settings(home=tmp_path / "home", queue_url=redis_url, redis_prefix=prefix),
+                SLUGS,
+            )
     finally:
         client.delete(f"{prefix}:schema")
         client.close()
@@ -391,3 +439,114 @@ def test_a_database_of_a_newer_retouch_is_refused(tmp_path):
     connection.close()
     with pytest.raises(RuntimeError, match="newer retouch"):
         open_backend(Settings(home=home), SLUGS)
+
+
+# ---- keys, charges, refunds and Idempotency-Keys: in the same store, on both backends ----
+
+
+def stored_key(backend: Backend, name: str = "alice", credits: float | None = 5.0) -> ApiKey:
+    from retouch.jobs.access import new_key
+
+    key, _ = new_key(name, ("slug-a",), credits, "10/minute", SLUGS, time.time())
+    backend.store.create_key(key)
+    return key
+
+
+def charged_job(
+    backend: Backend,
+    key: ApiKey | None,
+    charge: float = 1.0,
+    idempotency_key: str | None = None,
+) -> Admitted:
+    record = JobRecord(
+        id=uuid.uuid4().hex,
+        slug="slug-a",
+        status=Status.QUEUED,
+        params={},
+        params_digest="d",
+        owner_key=key.id if key else None,
+        charge=charge,
+        idempotency_key=idempotency_key,
+    )
+    return backend.store.admit(record, retention=60)
+
+
+def test_a_key_reads_back_by_hash_id_and_name_and_goes_when_revoked(store_backend):
+    key = stored_key(store_backend)
+    for found in (
+        store_backend.store.key_by_hash(key.secret_hash),
+        store_backend.store.key_by_id(key.id),
+        store_backend.store.key_by_name("alice"),
+    ):
+        assert found == key
+    with pytest.raises(Conflict):
+        store_backend.store.create_key(key)
+    assert store_backend.store.key_count() == 1 and store_backend.store.list_keys() == [key]
+    store_backend.store.touch_key(key.id)
+    assert store_backend.store.key_by_name("alice").last_used is not None
+    assert store_backend.store.delete_key("alice") and not store_backend.store.delete_key("alice")
+    assert store_backend.store.key_by_hash(key.secret_hash) is None and store_backend.store.key_count() == 0
+
+
+def test_credits_are_added_and_taken_never_below_zero(store_backend):
+    stored_key(store_backend)
+    assert store_backend.store.add_credits("alice", 2.5).credits == 7.5
+    assert store_backend.store.add_credits("alice", -100).credits == 0
+    assert store_backend.store.add_credits("nobody", 1) is None
+    stored_key(store_backend, "unlimited", credits=None)
+    assert store_backend.store.add_credits("unlimited", 5).credits is None
+
+
+def test_admitting_charges_once_and_refuses_past_the_balance(store_backend):
+    key = stored_key(store_backend, credits=2.0)
+    assert charged_job(store_backend, key).remaining_credits == 1.0
+    assert charged_job(store_backend, key).remaining_credits == 0.0
+    with pytest.raises(NotEnoughCredits):
+        charged_job(store_backend, key)
+    assert store_backend.store.key_by_id(key.id).credits == 0
+    unlimited = stored_key(store_backend, "unlimited", credits=None)
+    admitted = charged_job(store_backend, unlimited)
+    assert admitted.remaining_credits is None and store_backend.store.get(admitted.record.id).charge == 0
+    store_backend.store.delete_key("alice")
+    with pytest.raises(Unauthorized):
+        charged_job(store_backend, key)
+
+
+def test_a_refund_comes_with_the_failing_write_and_only_once(store_backend):
+    key = stored_key(store_backend, credits=3.0)
+    refunded = charged_job(store_backend, key).record
+    store_backend.store.take(refunded.id, "w", LEASE)
+    assert store_backend.store.fail(refunded.id, "w", "engine crashed", refund=True)
+    assert not store_backend.store.fail(refunded.id, "w", "engine crashed", refund=True)
+    assert store_backend.store.key_by_id(key.id).credits == 3.0
+    kept = charged_job(store_backend, key).record
+    store_backend.store.take(kept.id, "w", LEASE)
+    assert store_backend.store.fail(kept.id, "w", "bad request", refund=False)
+    assert store_backend.store.key_by_id(key.id).credits == 2.0
+    queued = charged_job(store_backend, key).record
+    assert store_backend.store.fail_queued(queued.id, "queue refused it")
+    assert store_backend.store.key_by_id(key.id).credits == 2.0
+    completed = charged_job(store_backend, key).record
+    store_backend.store.take(completed.id, "w", LEASE)
+    assert store_backend.store.finish(completed.id, "w", [], "fake", {})
+    assert store_backend.store.key_by_id(key.id).credits == 1.0
+
+
+def test_a_job_that_keeps_killing_its_worker_is_refunded(store_backend):
+    key = stored_key(store_backend, credits=1.0)
+    record = charged_job(store_backend, key).record
+    store_backend.store.take(record.id, "w", 0.05)
+    time.sleep(0.2)
+    assert store_backend.store.expire_lease(record.id, max_attempts=1) is LeaseOutcome.FAILED
+    assert store_backend.store.key_by_id(key.id).credits == 1.0
+
+
+def test_an_idempotency_key_names_one_live_job_per_owner(store_backend):
+    key = stored_key(store_backend, credits=10.0)
+    first = charged_job(store_backend, key, idempotency_key="order-1")
+    again = charged_job(store_backend, key, idempotency_key="order-1")
+    assert again.record is None and again.replay_of == first.record.id
+    assert store_backend.store.key_by_id(key.id).credits == 9.0
+    assert store_backend.store.find_idempotent(key.id, "order-1", retention=60).id == first.record.id
+    assert store_backend.store.find_idempotent(key.id, "order-2", retention=60) is None
+    assert charged_job(store_backend, None, idempotency_key="order-1").record is not None

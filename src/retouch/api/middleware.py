@@ -21,7 +21,10 @@ request_logger = logging.getLogger("retouch.requests")
 class HttpMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
-            "retouch_http_requests_total", "HTTP requests answered, by route, slug and status code.", ["route", "slug", "code"], registry=registry
+            "retouch_http_requests_total",
+            "HTTP requests answered, by route, slug and status code.",
+            ["route", "slug", "code"],
+            registry=registry,
         )
         self.duration = Histogram(
             "retouch_http_request_duration_seconds",
@@ -78,21 +81,42 @@ class RequestContextMiddleware:
                 status_code = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
+                if state.get("api_key") is not None:
+                    remaining = state.get("remaining_credits")
+                    headers.append(
+                        (
+                            b"x-remaining-credits",
+                            b"unlimited" if remaining is None else f"{remaining:.6f}".rstrip("0").rstrip(".").encode(),
+                        )
+                    )
                 message = {**message, "headers": headers}
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
-            logger.exception("internal error in request %s %s (request id %s)", scope.get("method"), scope.get("path"), request_id)
+            logger.exception(
+                "internal error in request %s %s (request id %s)",
+                scope.get("method"),
+                scope.get("path"),
+                request_id,
+            )
             if started:
                 raise
-            body = json.dumps({"error": f"internal server error (request id {request_id})", "request_id": request_id}).encode()
+            body = json.dumps(
+                {
+                    "error": f"internal server error (request id {request_id})",
+                    "request_id": request_id,
+                }
+            ).encode()
             await send_with_id(
                 {
                     "type": "http.response.start",
                     "status": 500,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
                 }
             )
             await send_with_id({"type": "http.response.body", "body": body})
@@ -117,7 +141,14 @@ class RequestContextMiddleware:
             slug or "-",
             status_code,
             seconds * 1000,
-            extra={"request_id": request_id, "method": method, "path": path, "slug": slug or None, "status": status_code, "duration_ms": round(seconds * 1000, 1)},
+            extra={
+                "request_id": request_id,
+                "method": method,
+                "path": path,
+                "slug": slug or None,
+                "status": status_code,
+                "duration_ms": round(seconds * 1000, 1),
+            },
         )
 
 
@@ -171,9 +202,7 @@ class BodyGuardMiddleware:
             try:
                 message = await asyncio.wait_for(receive(), self.stall_timeout)
             except TimeoutError:
-                raise RequestTimeout(
-                    f"the request body stalled: nothing arrived for {self.stall_timeout:g} s (after {received} bytes)"
-                ) from None
+                raise RequestTimeout(f"the request body stalled: nothing arrived for {self.stall_timeout:g} s (after {received} bytes)") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:

@@ -10,10 +10,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
-from starlette.routing import Match
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Match
 
 from retouch.api.inputs import read_parameters
 from retouch.api.schemas import (
@@ -30,12 +30,19 @@ from retouch.api.schemas import (
     error_responses,
 )
 from retouch.api.urls import output_url, public_base, request_links
-from retouch.errors import BackendUnavailable, MethodNotAllowed, NotFound, ServiceUnavailable, SyncTimeout
-from retouch.jobs.records import JobRecord, Status
-from retouch.jobs.service import JobService
+from retouch.errors import (
+    BackendUnavailable,
+    InvalidInput,
+    MethodNotAllowed,
+    NotFound,
+    ServiceUnavailable,
+    SyncTimeout,
+)
+from retouch.jobs.records import ApiKey, JobRecord, Status
+from retouch.jobs.service import ANONYMOUS, Caller, JobService
 from retouch.models.base import Model
 
-_SUBMIT_ERRORS = error_responses(400, 413, 429, 501, 503)
+_SUBMIT_ERRORS = error_responses(400, 401, 403, 406, 409, 413, 429, 501, 503)
 
 
 def _service(request: Request) -> JobService:
@@ -58,18 +65,69 @@ def _ended_badly(record: JobRecord, with_metrics: bool) -> JSONResponse:
     return JSONResponse(body.model_dump(exclude_none=True), status_code=422)
 
 
+async def _authenticate(request: Request) -> ApiKey | None:
+    """The request's API key (None with keys off); 401 without a known one. Its credits go in x-remaining-credits."""
+    service = _service(request)
+    if not service.access.enabled:
+        return None
+    key = await run_in_threadpool(service.access.authenticate, request.headers.get("x-api-key"))
+    state = request.scope.setdefault("state", {})
+    state["api_key"] = key
+    state["remaining_credits"] = key.credits if key is not None else None
+    return key
+
+
 async def _read(request: Request, request_id: str) -> JobRecord:
-    record = await run_in_threadpool(_service(request).get, request_id)
+    key = await _authenticate(request)
+    service = _service(request)
+    record = await run_in_threadpool(service.get, request_id)
+    if key is not None and record.owner_key != key.id:
+        # Another key's request reads as unknown, so that ids cannot be probed.
+        raise NotFound(f"no request with id '{request_id}' (unknown, or its results expired after {service.settings.retention:g} s)")
     _tag(request, record.slug)
     return record
+
+
+def _webhook(params: Any) -> str | None:
+    if not isinstance(params, dict) or "webhook" not in params:
+        return None
+    webhook = params.pop("webhook")
+    if not isinstance(webhook, str) or not webhook.strip():
+        raise InvalidInput(f"webhook is {webhook!r}; give the http or https URL to call when the request ends")
+    return webhook.strip()
 
 
 async def _submit(request: Request, model: Model, synchronous: bool) -> JobRecord:
     _tag(request, model.slug)
     service = _service(request)
+    key = await _authenticate(request)
+    service.access.authorize(key, model.slug)
+    await run_in_threadpool(service.access.check_rate, key)
     params, uploads = await read_parameters(request, model, service.settings)
+    caller = ANONYMOUS
+    if key is not None or not synchronous:
+        idempotency_key = None if synchronous else request.headers.get("idempotency-key")
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+            raise InvalidInput(f"the Idempotency-Key header is {len(idempotency_key)} characters long; give 1 to 255")
+        webhook = None if synchronous else _webhook(params)
+        caller = Caller(
+            key=key,
+            idempotency_key=idempotency_key,
+            webhook=webhook,
+            webhook_base=public_base(request, service.settings),
+        )
     request_id = request.scope["state"]["request_id"]
-    return await service.submit_async(model.slug, params, uploads, request_id=request_id, synchronous=synchronous)
+    submission = await service.submit_async(
+        model.slug,
+        params,
+        uploads,
+        request_id=request_id,
+        synchronous=synchronous,
+        caller=caller,
+    )
+    if key is not None:
+        request.scope["state"]["remaining_credits"] = submission.remaining_credits if submission.remaining_credits is not None else key.credits
+    return submission.record
 
 
 def _sync_handler(model: Model) -> Callable[[Request], Awaitable[Response]]:
@@ -82,7 +140,10 @@ def _sync_handler(model: Model) -> Callable[[Request], Awaitable[Response]]:
                 status = (await run_in_threadpool(service.get, record.id)).status.value
             except BackendUnavailable as error:
                 # Accepted and not lost: the id and its URLs let the caller poll once the store answers.
-                raise ServiceUnavailable(f"{error.message}; the request was accepted: poll its status_url", {"request_id": record.id, **links}) from None
+                raise ServiceUnavailable(
+                    f"{error.message}; the request was accepted: poll its status_url",
+                    {"request_id": record.id, **links},
+                ) from None
             raise SyncTimeout(
                 f"the request did not finish within {service.settings.sync_timeout:g} s; it goes on: poll its status_url",
                 record.id,
@@ -94,7 +155,12 @@ def _sync_handler(model: Model) -> Callable[[Request], Awaitable[Response]]:
         outputs = await run_in_threadpool(service.outputs, record)
         if record.base64:
             encoded = [base64.b64encode(output.data).decode() for output in outputs]
-            answer = SyncBase64Answer(image=encoded[0], images=encoded, status="COMPLETED", metrics=Metrics(**record.public_metrics()))
+            answer = SyncBase64Answer(
+                image=encoded[0],
+                images=encoded,
+                status="COMPLETED",
+                metrics=Metrics(**record.public_metrics()),
+            )
             return JSONResponse(answer.model_dump(exclude_none=True))
         return Response(content=outputs[0].data, media_type=outputs[0].content_type)
 
@@ -107,6 +173,7 @@ def _async_handler(model: Model) -> Callable[[Request], Awaitable[SubmitAnswer]]
         service = _service(request)
         record = await _submit(request, model, synchronous=False)
         links = request_links(public_base(request, service.settings), record.id)
+        # An Idempotency-Key replay answers the earlier request as it stands now.
         return SubmitAnswer(request_id=record.id, status=record.status.value, **links)  # type: ignore[arg-type]
 
     submit.__name__ = f"submit_{model.slug.replace('-', '_')}"
@@ -127,12 +194,20 @@ def _request_body_schema(model: Model) -> dict[str, Any]:
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": schema}, "multipart/form-data": {"schema": form_schema}},
+            "content": {
+                "application/json": {"schema": schema},
+                "multipart/form-data": {"schema": form_schema},
+            },
         }
     }
 
 
-_IMAGE_CONTENT = {"image/png": {}, "image/jpeg": {}, "image/webp": {}, "application/json": {"schema": SyncBase64Answer.model_json_schema()}}
+_IMAGE_CONTENT = {
+    "image/png": {},
+    "image/jpeg": {},
+    "image/webp": {},
+    "application/json": {"schema": SyncBase64Answer.model_json_schema()},
+}
 
 
 def add_model_routes(app: FastAPI, models: dict[str, Model]) -> None:
@@ -149,7 +224,10 @@ def add_model_routes(app: FastAPI, models: dict[str, Model]) -> None:
             openapi_extra=extra,
             response_class=Response,
             responses={
-                200: {"content": _IMAGE_CONTENT, "description": "The image (or JSON with base64 images when base64=true)."},
+                200: {
+                    "content": _IMAGE_CONTENT,
+                    "description": "The image (or JSON with base64 images when base64=true).",
+                },
                 **_SUBMIT_ERRORS,
                 **error_responses(422, 504),
             },
@@ -170,8 +248,14 @@ def add_model_routes(app: FastAPI, models: dict[str, Model]) -> None:
 router = APIRouter()
 
 
-@router.get("/v1/models", tags=["service"], response_model=ModelsAnswer)
+@router.get(
+    "/v1/models",
+    tags=["service"],
+    response_model=ModelsAnswer,
+    responses=error_responses(401),
+)
 async def list_models(request: Request) -> ModelsAnswer:
+    await _authenticate(request)
     service = _service(request)
     try:
         live = await run_in_threadpool(service.live_workers)
@@ -202,22 +286,38 @@ async def unknown_model(slug: str, request: Request) -> Response:
         if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in request.app.router.routes)
     ]
     if allowed:
-        raise MethodNotAllowed(f"method POST is not allowed on {request.url.path}; use {', '.join(allowed)}", allowed)
+        raise MethodNotAllowed(
+            f"method POST is not allowed on {request.url.path}; use {', '.join(allowed)}",
+            allowed,
+        )
     raise NotFound(f"unknown model '{slug}'; this server has: {', '.join(_service(request).models)}")
 
 
 @router.get(
-    "/v2/requests/{request_id}/status", tags=["requests"], response_model=StatusAnswer, responses=error_responses(400, 404, 422, 503)
+    "/v2/requests/{request_id}/status",
+    tags=["requests"],
+    response_model=StatusAnswer,
+    responses=error_responses(400, 401, 404, 422, 503),
 )
 async def request_status(request_id: str, request: Request) -> Response:
     record = await _read(request, request_id)
     if record.status in (Status.FAILED, Status.CANCELED):
         return _ended_badly(record, with_metrics=False)
-    answer = StatusAnswer(request_id=record.id, status=record.status.value, progress=record.progress, metrics=Metrics(**record.public_metrics()))  # type: ignore[arg-type]
+    answer = StatusAnswer(
+        request_id=record.id,
+        status=record.status.value,
+        progress=record.progress,
+        metrics=Metrics(**record.public_metrics()),
+    )  # type: ignore[arg-type]
     return JSONResponse(answer.model_dump(exclude_none=True))
 
 
-@router.get("/v2/requests/{request_id}", tags=["requests"], response_model=ResultAnswer, responses=error_responses(400, 404, 422, 503))
+@router.get(
+    "/v2/requests/{request_id}",
+    tags=["requests"],
+    response_model=ResultAnswer,
+    responses=error_responses(400, 401, 404, 422, 503),
+)
 async def request_result(request_id: str, request: Request) -> Response:
     service = _service(request)
     record = await _read(request, request_id)
@@ -249,7 +349,13 @@ async def request_result(request_id: str, request: Request) -> Response:
     "/v2/requests/{request_id}/output/{index}",
     tags=["requests"],
     response_class=Response,
-    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}, "description": "The image."}, **error_responses(400, 404, 422, 503)},
+    responses={
+        200: {
+            "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
+            "description": "The image.",
+        },
+        **error_responses(400, 401, 404, 422, 503),
+    },
 )
 async def request_output(request_id: str, index: int, request: Request) -> Response:
     service = _service(request)
@@ -262,7 +368,13 @@ async def request_output(request_id: str, index: int, request: Request) -> Respo
     "/v2/requests/{request_id}",
     tags=["requests"],
     response_model=CancelAnswer,
-    responses={202: {"model": CancelAnswer, "description": "Cancel asked; it stops at its engine's next step."}, **error_responses(400, 404, 409, 503)},
+    responses={
+        202: {
+            "model": CancelAnswer,
+            "description": "Cancel asked; it stops at its engine's next step.",
+        },
+        **error_responses(400, 401, 404, 409, 503),
+    },
 )
 async def cancel_request(request_id: str, request: Request) -> Response:
     await _read(request, request_id)
@@ -278,7 +390,12 @@ async def healthz() -> HealthAnswer:
     return HealthAnswer(status="ok")
 
 
-@router.get("/readyz", tags=["service"], response_model=HealthAnswer, responses=error_responses(503))
+@router.get(
+    "/readyz",
+    tags=["service"],
+    response_model=HealthAnswer,
+    responses=error_responses(503),
+)
 async def readyz(request: Request) -> HealthAnswer:
     problems = await run_in_threadpool(_service(request).readiness_problems)
     if problems:
@@ -286,7 +403,17 @@ async def readyz(request: Request) -> HealthAnswer:
     return HealthAnswer(status="ready")
 
 
-@router.get("/metrics", tags=["service"], response_class=Response, responses={200: {"content": {"text/plain": {}}, "description": "Prometheus metrics."}})
+@router.get(
+    "/metrics",
+    tags=["service"],
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus metrics."}},
+)
 async def metrics(request: Request) -> Response:
+    if not _service(request).settings.metrics_enabled:
+        raise NotFound("metrics are off on this server (RETOUCH_METRICS_ENABLED=false)")
     registry = request.app.state.metrics_registry
-    return Response(content=await run_in_threadpool(generate_latest, registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(
+        content=await run_in_threadpool(generate_latest, registry),
+        media_type=CONTENT_TYPE_LATEST,
+    )

@@ -19,7 +19,10 @@ class Metrics(BaseModel):
     queue_time: float | None = Field(default=None, description="Seconds from acceptance to a worker taking it.")
     total_time: float | None = Field(default=None, description="Seconds from acceptance to its end.")
     engine: str | None = Field(default=None, description="The engine that ran, e.g. u2net, patchmatch, lama.")
-    attempts: int | None = Field(default=None, description="Times a worker started it (more than 1 after a worker died).")
+    attempts: int | None = Field(
+        default=None,
+        description="Times a worker started it (more than 1 after a worker died).",
+    )
     seed: int | None = Field(default=None, description="The seed used, where the model takes one.")
     detections: list[dict[str, Any]] | None = Field(default=None, description="Boxes, labels and scores (text-to-mask slugs).")
 
@@ -46,7 +49,12 @@ class SubmitAnswer(BaseModel):
 class StatusAnswer(BaseModel):
     request_id: str
     status: StatusWord
-    progress: float | None = Field(default=None, ge=0, le=1, description="How far it is, for engines that run in steps.")
+    progress: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="How far it is, for engines that run in steps.",
+    )
     metrics: Metrics
 
 
@@ -105,13 +113,22 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries with the error body for each code."""
     described = {
         400: "Bad parameters or image (the message names the value and the allowed range).",
-        404: "Unknown model, or unknown or expired request id.",
-        409: "The request has already ended.",
+        401: "x-api-key missing, unknown or revoked.",
+        403: "The API key may not use this model.",
+        404: "Unknown model, or unknown or expired request id (or another key's request).",
+        406: "The API key has not enough credits left for this request.",
+        409: "The request has already ended, or the Idempotency-Key was used for another request.",
         413: "The request body is over the size limit.",
         422: "The request was accepted and then FAILED or was CANCELED.",
-        429: "The queue is full; Retry-After says when to try again.",
+        429: "The key is over its rate, the queue is full, or the wait would be too long; Retry-After says when to try again.",
         501: "The engine of this slug is not in this release.",
         503: "Weights missing, no worker, or the queue backend unreachable.",
         504: "A /v1 request still running after the sync timeout: poll its status_url.",
     }
-    return {code: {"model": EndedBadly if code == 422 else ErrorBody, "description": described[code]} for code in codes}
+    return {
+        code: {
+            "model": EndedBadly if code == 422 else ErrorBody,
+            "description": described[code],
+        }
+        for code in codes
+    }

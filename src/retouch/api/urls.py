@@ -5,6 +5,9 @@ from __future__ import annotations
 from fastapi import Request
 
 from retouch.config import Settings
+from retouch.jobs.endings import output_url
+
+__all__ = ["output_url", "public_base", "request_links"]
 
 
 def public_base(request: Request, settings: Settings) -> str:
@@ -21,7 +24,3 @@ def request_links(base: str, request_id: str) -> dict[str, str]:
         "status_url": f"{base}/v2/requests/{request_id}/status",
         "response_url": f"{base}/v2/requests/{request_id}",
     }
-
-
-def output_url(base: str, request_id: str, index: int) -> str:
-    return f"{base}/v2/requests/{request_id}/output/{index}"

@@ -86,8 +86,11 @@ class JobRecord:
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     outputs: list[OutputFile] = field(default_factory=list)
+    #: The id of the API key that submitted the request (None with keys off), and the credits it paid.
     owner_key: str | None = None
+    charge: float = 0.0
     idempotency_key: str | None = None
+    #: JSON: {"url": where to deliver, "base": the public base URL the result links use}.
     webhook: str | None = None
 
     def expired(self, retention: float, now: float) -> bool:
@@ -113,7 +116,14 @@ TRIED_TOO_OFTEN = "this request was tried {attempts} times and its worker stoppe
 
 # The fields stored as JSON text (the others are plain strings or numbers).
 _JSON_FIELDS = ("params", "inputs", "metrics", "outputs")
-_OPTIONAL_TEXT = ("worker", "engine", "error", "owner_key", "idempotency_key", "webhook")
+_OPTIONAL_TEXT = (
+    "worker",
+    "engine",
+    "error",
+    "owner_key",
+    "idempotency_key",
+    "webhook",
+)
 FIELDS = tuple(JobRecord.__dataclass_fields__)
 
 
@@ -160,8 +170,75 @@ def record_from_fields(values: dict[str, Any]) -> JobRecord:
         started_at=optional_float("started_at"),
         finished_at=optional_float("finished_at"),
         progress=optional_float("progress"),
+        charge=float(values.get("charge") or 0.0),
         cancel_requested=bool(int(values.get("cancel_requested") or 0)),
         metrics=json.loads(values.get("metrics") or "{}"),
         outputs=[OutputFile(**output) for output in json.loads(values.get("outputs") or "[]")],
         **{name: optional_text(name) for name in _OPTIONAL_TEXT},
     )
+
+
+@dataclass
+class ApiKey:
+    """An API key as stored: never its secret, only the secret's SHA-256."""
+
+    id: str
+    name: str
+    secret_hash: str
+    #: The slugs it may use; None: all of them.
+    models: tuple[str, ...] | None
+    #: Credits left; None: unlimited.
+    credits: float | None
+    #: Its rate limit in the `limits` notation ("60/minute"); None: no limit.
+    rate: str | None
+    created_at: float
+    last_used: float | None
+    #: The secret its webhook deliveries are signed with (the receiver is given it once, at creation).
+    webhook_secret: str
+
+    def may_use(self, slug: str) -> bool:
+        return self.models is None or slug in self.models
+
+
+def key_to_fields(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "name": key.name,
+        "secret_hash": key.secret_hash,
+        "models": None if key.models is None else ",".join(key.models),
+        "credits": key.credits,
+        "rate": key.rate,
+        "created_at": key.created_at,
+        "last_used": key.last_used,
+        "webhook_secret": key.webhook_secret,
+    }
+
+
+def key_from_fields(values: dict[str, Any]) -> ApiKey:
+    def optional(name: str) -> Any:
+        value = values.get(name)
+        return None if value is None or value == "" else value
+
+    models = optional("models")
+    credits = optional("credits")
+    last_used = optional("last_used")
+    return ApiKey(
+        id=str(values["id"]),
+        name=str(values["name"]),
+        secret_hash=str(values["secret_hash"]),
+        models=None if models is None else tuple(slug for slug in str(models).split(",") if slug),
+        credits=None if credits is None else float(credits),
+        rate=optional("rate"),
+        created_at=float(values.get("created_at") or 0.0),
+        last_used=None if last_used is None else float(last_used),
+        webhook_secret=str(values.get("webhook_secret") or ""),
+    )
+
+
+@dataclass
+class Admitted:
+    """What admitting a new job answered: the job stored (and charged), or the job an Idempotency-Key already names."""
+
+    record: JobRecord | None
+    remaining_credits: float | None = None
+    replay_of: str | None = None

@@ -21,6 +21,7 @@ import threading
 from retouch.config import Settings
 from retouch.errors import BackendUnavailable
 from retouch.jobs.backends import Backend
+from retouch.jobs.endings import Endings
 from retouch.jobs.metrics import JobMetrics
 from retouch.jobs.records import LeaseOutcome, Status
 
@@ -28,9 +29,17 @@ logger = logging.getLogger(__name__)
 
 
 class Sweeper:
-    def __init__(self, settings: Settings, backend: Backend, slugs: tuple[str, ...], metrics: JobMetrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        backend: Backend,
+        slugs: tuple[str, ...],
+        metrics: JobMetrics | None = None,
+        endings: Endings | None = None,
+    ) -> None:
         self.settings = settings
         self.backend = backend
+        self.endings = endings or Endings(settings, backend)
         self.slugs = slugs
         self.metrics = metrics
         self.interval = settings.lease / 3
@@ -41,7 +50,11 @@ class Sweeper:
 
     def sweep(self) -> dict[str, int]:
         """One pass; returns what it did (requeued, failed, re-pushed, purged)."""
-        store, queue, events = self.backend.store, self.backend.queue, self.backend.events
+        store, queue, events = (
+            self.backend.store,
+            self.backend.queue,
+            self.backend.events,
+        )
         done = {"requeued": 0, "failed": 0, "repushed": 0, "purged": 0}
         for slug in self.slugs:
             for job_id in store.expired_leases(slug):
@@ -51,11 +64,21 @@ class Sweeper:
                     done["requeued"] += 1
                     if self.metrics is not None:
                         self.metrics.requeued.labels(slug).inc()
-                    logger.warning("request %s (%s) queued again: its worker stopped renewing its lease", job_id, slug)
+                    logger.warning(
+                        "request %s (%s) queued again: its worker stopped renewing its lease",
+                        job_id,
+                        slug,
+                    )
                 elif outcome is LeaseOutcome.FAILED:
                     events.publish_changed(job_id, "ended")
+                    self.endings.ended(job_id)
                     done["failed"] += 1
-                    logger.warning("request %s (%s) FAILED: tried %d times", job_id, slug, self.settings.max_attempts)
+                    logger.warning(
+                        "request %s (%s) FAILED: tried %d times",
+                        job_id,
+                        slug,
+                        self.settings.max_attempts,
+                    )
             stale = store.stale_queued(slug, self.queued_grace)
             if stale and queue.pending(slug) < store.count(Status.QUEUED, slug):
                 for job_id in stale:
@@ -86,3 +109,4 @@ class Sweeper:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        self.endings.close()

@@ -26,9 +26,10 @@ from typing import Literal, TypeVar
 
 from retouch.config import Settings
 from retouch.engines.cache import EngineCache
-from retouch.errors import BackendUnavailable, Cancelled, RetouchError
+from retouch.errors import BackendUnavailable, Cancelled, InvalidInput, RetouchError
 from retouch.imaging.encode import CONTENT_TYPES, choose_format, encode_image
 from retouch.jobs.backends import Backend
+from retouch.jobs.endings import Endings
 from retouch.jobs.intake import load_inputs
 from retouch.jobs.metrics import JobMetrics
 from retouch.jobs.records import JobRecord, OutputFile, Renewal, Status
@@ -125,6 +126,7 @@ class WorkerPool:
         engines: EngineCache | None = None,
         metrics: JobMetrics | None = None,
         on_hung: Literal["replace", "exit"] = "replace",
+        endings: Endings | None = None,
     ) -> None:
         unknown = [slug for slug in slugs if slug not in models]
         if unknown:
@@ -137,6 +139,7 @@ class WorkerPool:
         self.engines = engines or EngineCache(settings)
         self.metrics = metrics
         self.on_hung = on_hung
+        self.endings = endings or Endings(settings, backend)
         self.worker_id = new_worker_id()
         self.recycle_requested = threading.Event()
         self._stopping = threading.Event()
@@ -182,6 +185,7 @@ class WorkerPool:
             self.backend.store.forget_worker(self.worker_id)
         except BackendUnavailable:
             pass
+        self.endings.close()
         return drained
 
     @property
@@ -199,7 +203,7 @@ class WorkerPool:
             if model.built and model.weights_installed(self.settings):
                 try:
                     self.engines.get(model)
-                except Exception:  # noqa: BLE001 - a failed warm-up is retried, and reported, by the first job
+                except Exception:
                     logger.exception("warm-up of %s failed", slug)
 
     # ---- the job threads ----
@@ -266,7 +270,11 @@ class WorkerPool:
         if status is None:
             if self.metrics is not None:
                 self.metrics.lost.labels(record.slug).inc()
-            logger.warning("request %s (%s): this worker no longer owns it; it wrote nothing", job_id, record.slug)
+            logger.warning(
+                "request %s (%s): this worker no longer owns it; it wrote nothing",
+                job_id,
+                record.slug,
+            )
             return None
         elapsed = time.perf_counter() - started
         if status is not Status.CANCELED:
@@ -276,9 +284,18 @@ class WorkerPool:
             except BackendUnavailable:
                 pass
         self.backend.events.publish_changed(job_id, "ended")
+        self.endings.ended(job_id)
         if self.metrics is not None:
             self.metrics.duration.labels(record.slug, engine_name, status.value).observe(elapsed)
-        logger.info("request %s %s %s in %.3f s (attempt %d, %s)", job_id, record.slug, status.value, elapsed, record.attempts, engine_name)
+        logger.info(
+            "request %s %s %s in %.3f s (attempt %d, %s)",
+            job_id,
+            record.slug,
+            status.value,
+            elapsed,
+            record.attempts,
+            engine_name,
+        )
         return status
 
     def _execute(self, model: Model | None, running: Running) -> Status | None:
@@ -300,29 +317,74 @@ class WorkerPool:
             encoded = []
             for index, array in enumerate(result.images):
                 fmt = choose_format(array, getattr(params, "output_format", None))
-                encoded.append((f"output-a{record.attempts}-{index}.{fmt}", encode_image(array, fmt), CONTENT_TYPES[fmt]))
+                encoded.append(
+                    (
+                        f"output-a{record.attempts}-{index}.{fmt}",
+                        encode_image(array, fmt),
+                        CONTENT_TYPES[fmt],
+                    )
+                )
             self._confirm(running)
             # Unpublished until the finishing write: a loser's files expire unseen.
             for name, data, _ in encoded:
-                self._patiently(running, lambda name=name, data=data: self.backend.blobs.put(record.id, name, data, ttl=self.settings.lease + self.settings.retention))
+                self._patiently(
+                    running,
+                    lambda name=name, data=data: self.backend.blobs.put(
+                        record.id,
+                        name,
+                        data,
+                        ttl=self.settings.lease + self.settings.retention,
+                    ),
+                )
             outputs = [OutputFile(name=name, content_type=content_type) for name, _, content_type in encoded]
-            metrics = {"inference_time": round(inference_time, 4), "engine": model.engine_name(self.settings), "attempts": record.attempts, **result.metrics}
-            return self._end(running, Status.COMPLETED, lambda: self.backend.store.finish(record.id, self.worker_id, outputs, metrics["engine"], metrics))
+            metrics = {
+                "inference_time": round(inference_time, 4),
+                "engine": model.engine_name(self.settings),
+                "attempts": record.attempts,
+                **result.metrics,
+            }
+            return self._end(
+                running,
+                Status.COMPLETED,
+                lambda: self.backend.store.finish(record.id, self.worker_id, outputs, metrics["engine"], metrics),
+            )
         except (Cancelled, OwnershipLost):
             if running.lost or running.abandoned:
                 return None
-            return self._end(running, Status.CANCELED, lambda: self.backend.store.cancel_at_step(record.id, self.worker_id))
+            return self._end(
+                running,
+                Status.CANCELED,
+                lambda: self.backend.store.cancel_at_step(record.id, self.worker_id),
+            )
         except BackendUnavailable as error:
             # Not the request's fault: it is left to the sweep, which runs it again once its lease ends.
-            logger.warning("request %s (%s) left unfinished: %s", record.id, record.slug, error.message)
+            logger.warning(
+                "request %s (%s) left unfinished: %s",
+                record.id,
+                record.slug,
+                error.message,
+            )
             running.lost = True
             return None
         except RetouchError as error:
             message = error.message
+            # The caller's fault (a 400-class cause: what they sent) keeps the charge; the server's is refunded.
+            refund = not isinstance(error, InvalidInput)
         except Exception:
             logger.exception("request %s (%s) failed with an internal error", record.id, record.slug)
             message = f"internal error while running this request (request id {record.id}); the server log has the details"
-        return self._end(running, Status.FAILED, lambda: self.backend.store.fail(record.id, self.worker_id, message, {"attempts": record.attempts}))
+            refund = True
+        return self._end(
+            running,
+            Status.FAILED,
+            lambda: self.backend.store.fail(
+                record.id,
+                self.worker_id,
+                message,
+                {"attempts": record.attempts},
+                refund=refund,
+            ),
+        )
 
     def _patiently(self, running: Running, call: Callable[[], T]) -> T:
         """A store call, tried again while the store does not answer and the lease may still be ours:
@@ -335,7 +397,11 @@ class WorkerPool:
                 return call()
             except BackendUnavailable as error:
                 if time.monotonic() - running.last_renewed > self.settings.lease:
-                    logger.warning("request %s: the store did not answer for a whole lease (%s); the sweep runs it again", running.record.id, error.message)
+                    logger.warning(
+                        "request %s: the store did not answer for a whole lease (%s); the sweep runs it again",
+                        running.record.id,
+                        error.message,
+                    )
                     running.lost = True
                     raise OwnershipLost() from None
                 time.sleep(delay)
@@ -345,7 +411,10 @@ class WorkerPool:
         """Before writing any output: renew, and stop if the job was taken over or cancelled meanwhile."""
         if running.lost or running.abandoned:
             raise OwnershipLost()
-        renewal = self._patiently(running, lambda: self.backend.store.renew(running.record.id, self.worker_id, self.settings.lease))
+        renewal = self._patiently(
+            running,
+            lambda: self.backend.store.renew(running.record.id, self.worker_id, self.settings.lease),
+        )
         running.last_renewed = time.monotonic()
         if renewal is Renewal.LOST:
             running.lost = True
@@ -415,12 +484,22 @@ class WorkerPool:
         try:
             ended = self.backend.store.fail(record.id, self.worker_id, message, {"attempts": record.attempts})
         except BackendUnavailable as error:
-            logger.warning("request %s is past its deadline but could not be failed yet: %s", record.id, error.message)
+            logger.warning(
+                "request %s is past its deadline but could not be failed yet: %s",
+                record.id,
+                error.message,
+            )
             return
         running.abandoned = True
         if ended:
             self.backend.events.publish_changed(record.id, "ended")
-        logger.error("request %s (%s) FAILED past its deadline of %g s; recycling its worker", record.id, record.slug, running.deadline_seconds)
+            self.endings.ended(record.id)
+        logger.error(
+            "request %s (%s) FAILED past its deadline of %g s; recycling its worker",
+            record.id,
+            record.slug,
+            running.deadline_seconds,
+        )
         if running.thread is not None:
             # Left to return on its own (a thread cannot be killed); it then serves no more jobs.
             self._retired.add(running.thread)

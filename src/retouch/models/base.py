@@ -105,6 +105,10 @@ class Model(ABC):
     def engine_name(self, settings: Settings) -> str:
         """Name of the engine this slug runs under these settings (reported as metrics.engine)."""
 
+    def price_units(self, params: ModelInput) -> int:
+        """How many times the slug's price a request costs (bg-replace: one per sample)."""
+        return 1
+
     def check_ready(self, settings: Settings) -> None:
         """Raise WeightsMissing (503) when the engine cannot run, so that no job is queued for nothing."""
 

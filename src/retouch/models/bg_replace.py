@@ -45,5 +45,9 @@ class BgReplace(UnbuiltModel):
     image_fields: ClassVar[tuple[str, ...]] = ("image", "ref_image")
     summary: ClassVar[str] = "Subject kept, new background."
 
+    def price_units(self, params: ModelInput) -> int:
+        assert isinstance(params, BgReplaceInput)
+        return params.samples
+
 
 MODEL = BgReplace()

@@ -16,8 +16,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from retouch.jobs.records import CancelOutcome, JobRecord, LeaseOutcome, OutputFile, Renewal, Status, WorkerInfo
-
+from retouch.errors import NotEnoughCredits
+from retouch.jobs.records import (
+    Admitted,
+    ApiKey,
+    CancelOutcome,
+    JobRecord,
+    LeaseOutcome,
+    OutputFile,
+    Renewal,
+    Status,
+    WorkerInfo,
+)
 
 # What a notice about a job says: it ended, it made progress, or its cancellation was asked for.
 NOTICES = ("ended", "progress", "cancel")
@@ -25,6 +35,13 @@ NOTICES = ("ended", "progress", "cancel")
 # Inputs are stored before their record; until the record claims them they expire on their own
 # (where the backend can), so that a submission cut short leaves nothing behind.
 UNCLAIMED_INPUT_TTL = 3600.0
+
+
+def not_enough_credits(remaining: float, price: float) -> NotEnoughCredits:
+    return NotEnoughCredits(
+        f"this API key has {remaining:g} credits left and the request costs {price:g}; ask the operator to add credits (retouch keys credit NAME +N)",
+        remaining,
+    )
 
 
 def queue_name(prefix: str, slug: str) -> str:
@@ -42,6 +59,15 @@ class JobStore(Protocol):
     def create(self, record: JobRecord) -> JobRecord:
         """Store a new QUEUED record; its created_at and enqueued_at are set from the store's clock."""
 
+    def admit(self, record: JobRecord, retention: float) -> Admitted:
+        """Create, at once and all or nothing: if the record has an idempotency_key that a live job of the same
+        owner already has, nothing is written and `replay_of` names that job; otherwise the owner's key is charged
+        `record.charge` (NotEnoughCredits if it has fewer; an unlimited key pays nothing, and the record says 0)
+        and the record is created as `create` does. Unauthorized if the owner's key is gone."""
+
+    def find_idempotent(self, owner_key: str | None, idempotency_key: str, retention: float) -> JobRecord | None:
+        """The live (not expired) job of `owner_key` with this Idempotency-Key, if there is one."""
+
     def get(self, job_id: str) -> JobRecord | None: ...
 
     def take(self, job_id: str, worker: str, lease: float) -> JobRecord | None:
@@ -51,14 +77,29 @@ class JobStore(Protocol):
 
     def set_progress(self, job_id: str, worker: str, fraction: float) -> bool: ...
 
-    def finish(self, job_id: str, worker: str, outputs: list[OutputFile], engine: str, metrics: dict[str, Any]) -> bool:
+    def finish(
+        self,
+        job_id: str,
+        worker: str,
+        outputs: list[OutputFile],
+        engine: str,
+        metrics: dict[str, Any],
+    ) -> bool:
         """PROCESSING (owned by `worker`) to COMPLETED, publishing `outputs` (already stored as blobs)."""
 
-    def fail(self, job_id: str, worker: str, error: str, metrics: dict[str, Any] | None = None) -> bool:
-        """PROCESSING (owned by `worker`) to FAILED."""
+    def fail(
+        self,
+        job_id: str,
+        worker: str,
+        error: str,
+        metrics: dict[str, Any] | None = None,
+        refund: bool = True,
+    ) -> bool:
+        """PROCESSING (owned by `worker`) to FAILED; `refund`: the same write gives the job's charge back to its key
+        (a failure of the server's, not of the caller's request)."""
 
     def fail_queued(self, job_id: str, error: str) -> bool:
-        """QUEUED to FAILED: the queue refused the job right after it was recorded."""
+        """QUEUED to FAILED: the queue refused the job right after it was recorded (refunded)."""
 
     def cancel(self, job_id: str) -> CancelOutcome:
         """QUEUED: CANCELED now. PROCESSING: flagged, ended by its worker at the next step."""
@@ -70,7 +111,7 @@ class JobStore(Protocol):
         """PROCESSING jobs of `slug` whose lease has run out (their worker stopped renewing)."""
 
     def expire_lease(self, job_id: str, max_attempts: int) -> LeaseOutcome | None:
-        """If its lease has run out: back to QUEUED, or FAILED once it has had `max_attempts`. None: nothing done."""
+        """If its lease has run out: back to QUEUED, or FAILED (refunded) once it has had `max_attempts`. None: nothing done."""
 
     def stale_queued(self, slug: str, older_than: float) -> list[str]:
         """QUEUED jobs of `slug` last put on the queue more than `older_than` seconds ago."""
@@ -99,6 +140,30 @@ class JobStore(Protocol):
 
     def purge_expired(self, retention: float) -> int:
         """Delete the records and blobs of jobs that ended more than `retention` ago (Redis expires them itself)."""
+
+    # ---- API keys: in the same store, so that every replica sees a revocation at once ----
+
+    def create_key(self, key: ApiKey) -> None:
+        """Conflict (409) if a key of that name exists."""
+
+    def key_by_hash(self, secret_hash: str) -> ApiKey | None: ...
+
+    def key_by_id(self, key_id: str) -> ApiKey | None: ...
+
+    def key_by_name(self, name: str) -> ApiKey | None: ...
+
+    def list_keys(self) -> list[ApiKey]: ...
+
+    def delete_key(self, name: str) -> bool: ...
+
+    def add_credits(self, name: str, delta: float) -> ApiKey | None:
+        """Add (or with a negative delta take) credits, atomically; a balance never goes below 0. None: no such key.
+        A key with unlimited credits keeps them unlimited."""
+
+    def touch_key(self, key_id: str) -> None:
+        """Record that the key was used now."""
+
+    def key_count(self) -> int: ...
 
     def close(self) -> None: ...
 

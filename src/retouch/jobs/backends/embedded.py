@@ -29,13 +29,15 @@ from typing import Any
 
 from huey.storage import SqliteStorage
 
-from retouch.errors import BackendUnavailable, StorageFull
-from retouch.jobs.backends.base import NOTICES, queue_name
+from retouch.errors import BackendUnavailable, Conflict, StorageFull, Unauthorized
+from retouch.jobs.backends.base import NOTICES, not_enough_credits, queue_name
 from retouch.jobs.backends.watchers import LocalWatchers
 from retouch.jobs.records import (
-    FIELDS,
     DURATION_WEIGHT,
+    FIELDS,
     TRIED_TOO_OFTEN,
+    Admitted,
+    ApiKey,
     CancelOutcome,
     JobRecord,
     LeaseOutcome,
@@ -43,11 +45,14 @@ from retouch.jobs.records import (
     Renewal,
     Status,
     WorkerInfo,
+    key_from_fields,
+    key_to_fields,
     record_from_fields,
     record_to_fields,
 )
 
 logger = logging.getLogger(__name__)
+
 
 @contextlib.contextmanager
 def sqlite_errors(what: str) -> Iterator[None]:
@@ -186,6 +191,21 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE workers ADD COLUMN threads INTEGER NOT NULL DEFAULT 1;
     CREATE TABLE IF NOT EXISTS durations (slug TEXT PRIMARY KEY, seconds REAL NOT NULL);
     """,
+    """
+    ALTER TABLE jobs ADD COLUMN charge REAL NOT NULL DEFAULT 0;
+    CREATE INDEX IF NOT EXISTS jobs_idempotency ON jobs (owner_key, idempotency_key);
+    CREATE TABLE IF NOT EXISTS api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        secret_hash TEXT NOT NULL UNIQUE,
+        models TEXT,
+        credits REAL,
+        rate TEXT,
+        created_at REAL NOT NULL,
+        last_used REAL,
+        webhook_secret TEXT NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -210,7 +230,10 @@ def migrate(connection: sqlite3.Connection, legacy_inputs: Callable[[str], list[
             if version == 1:
                 unfinished = connection.execute("SELECT id FROM jobs WHERE status IN ('QUEUED', 'PROCESSING')").fetchall()
                 for (job_id,) in unfinished:
-                    connection.execute("UPDATE jobs SET inputs = ? WHERE id = ?", (json.dumps(legacy_inputs(job_id)), job_id))
+                    connection.execute(
+                        "UPDATE jobs SET inputs = ? WHERE id = ?",
+                        (json.dumps(legacy_inputs(job_id)), job_id),
+                    )
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         connection.execute("COMMIT")
     except BaseException:
@@ -255,18 +278,134 @@ class SqliteJobStore:
         with self._errors(), self._lock:
             return self._connection.execute(sql, parameters).rowcount
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """Statements that happen all together or not at all (and, under the lock, alone in this process)."""
+        with self._errors(), self._lock:
+            self._connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._connection
+            except BaseException:
+                self._connection.execute("ROLLBACK")
+                raise
+            self._connection.execute("COMMIT")
+
     def now(self) -> float:
         return time.time()
 
     def ping(self) -> None:
         self._rows("SELECT 1 FROM jobs LIMIT 1")
 
+    def _live_idempotent(
+        self,
+        connection: sqlite3.Connection,
+        owner_key: str | None,
+        idempotency_key: str,
+        retention: float,
+    ) -> sqlite3.Row | None:
+        row = connection.execute(
+            "SELECT * FROM jobs WHERE owner_key IS ? AND idempotency_key = ? ORDER BY created_at DESC LIMIT 1",
+            (owner_key, idempotency_key),
+        ).fetchone()
+        if row is None or (row["finished_at"] is not None and self.now() - row["finished_at"] > retention):
+            return None
+        return row
+
+    def find_idempotent(self, owner_key: str | None, idempotency_key: str, retention: float) -> JobRecord | None:
+        with self._errors(), self._lock:
+            row = self._live_idempotent(self._connection, owner_key, idempotency_key, retention)
+        return record_from_fields(dict(row)) if row is not None else None
+
+    def admit(self, record: JobRecord, retention: float) -> Admitted:
+        remaining: float | None = None
+        with self._transaction() as connection:
+            if record.idempotency_key is not None:
+                existing = self._live_idempotent(connection, record.owner_key, record.idempotency_key, retention)
+                if existing is not None:
+                    return Admitted(record=None, replay_of=existing["id"])
+                # An expired job may keep its key: the new one takes it over.
+                connection.execute(
+                    "UPDATE jobs SET idempotency_key = NULL WHERE owner_key IS ? AND idempotency_key = ?",
+                    (record.owner_key, record.idempotency_key),
+                )
+            if record.owner_key is not None:
+                row = connection.execute("SELECT credits FROM api_keys WHERE id = ?", (record.owner_key,)).fetchone()
+                if row is None:
+                    raise Unauthorized("this API key has been revoked; ask the operator for another")
+                if row[0] is None:
+                    record.charge = 0.0
+                elif record.charge > 0:
+                    if row[0] + 1e-9 < record.charge:
+                        raise not_enough_credits(row[0], record.charge)
+                    remaining = connection.execute(
+                        "UPDATE api_keys SET credits = MAX(0, credits - ?) WHERE id = ? RETURNING credits",
+                        (record.charge, record.owner_key),
+                    ).fetchone()[0]
+                else:
+                    remaining = row[0]
+            now = self.now()
+            record.created_at = record.enqueued_at = now
+            values = record_to_fields(record)
+            placeholders = ", ".join("?" for _ in FIELDS)
+            connection.execute(
+                f"INSERT INTO jobs ({', '.join(FIELDS)}) VALUES ({placeholders})",
+                tuple(values[name] for name in FIELDS),
+            )
+        return Admitted(record=record, remaining_credits=remaining)
+
+    # ---- API keys ----
+
+    def create_key(self, key: ApiKey) -> None:
+        values = key_to_fields(key)
+        try:
+            self._change(
+                f"INSERT INTO api_keys ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})",
+                tuple(values.values()),
+            )
+        except sqlite3.IntegrityError:
+            raise Conflict(f"a key named {key.name!r} exists already; choose another name, or revoke it first") from None
+
+    def _key_where(self, column: str, value: str) -> ApiKey | None:
+        rows = self._rows(f"SELECT * FROM api_keys WHERE {column} = ?", (value,))
+        return key_from_fields(dict(rows[0])) if rows else None
+
+    def key_by_hash(self, secret_hash: str) -> ApiKey | None:
+        return self._key_where("secret_hash", secret_hash)
+
+    def key_by_id(self, key_id: str) -> ApiKey | None:
+        return self._key_where("id", key_id)
+
+    def key_by_name(self, name: str) -> ApiKey | None:
+        return self._key_where("name", name)
+
+    def list_keys(self) -> list[ApiKey]:
+        return [key_from_fields(dict(row)) for row in self._rows("SELECT * FROM api_keys ORDER BY created_at")]
+
+    def delete_key(self, name: str) -> bool:
+        return self._change("DELETE FROM api_keys WHERE name = ?", (name,)) == 1
+
+    def add_credits(self, name: str, delta: float) -> ApiKey | None:
+        self._change(
+            "UPDATE api_keys SET credits = MAX(0, credits + ?) WHERE name = ? AND credits IS NOT NULL",
+            (delta, name),
+        )
+        return self.key_by_name(name)
+
+    def touch_key(self, key_id: str) -> None:
+        self._change("UPDATE api_keys SET last_used = ? WHERE id = ?", (self.now(), key_id))
+
+    def key_count(self) -> int:
+        return int(self._rows("SELECT COUNT(*) FROM api_keys")[0][0])
+
     def create(self, record: JobRecord) -> JobRecord:
         now = self.now()
         record.created_at = record.enqueued_at = now
         values = record_to_fields(record)
         placeholders = ", ".join("?" for _ in FIELDS)
-        self._change(f"INSERT INTO jobs ({', '.join(FIELDS)}) VALUES ({placeholders})", tuple(values[name] for name in FIELDS))
+        self._change(
+            f"INSERT INTO jobs ({', '.join(FIELDS)}) VALUES ({placeholders})",
+            tuple(values[name] for name in FIELDS),
+        )
         return record
 
     def get(self, job_id: str) -> JobRecord | None:
@@ -292,13 +431,36 @@ class SqliteJobStore:
         return Renewal.CANCEL_REQUESTED if rows[0][0] else Renewal.OWNED
 
     def set_progress(self, job_id: str, worker: str, fraction: float) -> bool:
-        return self._change("UPDATE jobs SET progress = ? WHERE id = ? AND status = 'PROCESSING' AND worker = ?", (fraction, job_id, worker)) == 1
+        return (
+            self._change(
+                "UPDATE jobs SET progress = ? WHERE id = ? AND status = 'PROCESSING' AND worker = ?",
+                (fraction, job_id, worker),
+            )
+            == 1
+        )
 
-    def _end(self, job_id: str, guard: str, guard_parameters: tuple[Any, ...], changes: dict[str, Any]) -> bool:
-        """The write that ends a job: guarded, and then the only one that deletes its inputs."""
+    def _end(
+        self,
+        job_id: str,
+        guard: str,
+        guard_parameters: tuple[Any, ...],
+        changes: dict[str, Any],
+        refund: bool = False,
+    ) -> bool:
+        """The write that ends a job: guarded, and then the only one that deletes its inputs. `refund`: in the same
+        transaction, the job's charge goes back to its key (so a refund happens once, with the one ending write)."""
         changes = {**changes, "finished_at": self.now(), "lease_until": None}
         assignments = ", ".join(f"{name} = ?" for name in changes)
-        rows = self._rows(f"UPDATE jobs SET {assignments} WHERE id = ? AND {guard} RETURNING inputs", (*changes.values(), job_id, *guard_parameters))
+        with self._transaction() as connection:
+            rows = connection.execute(
+                f"UPDATE jobs SET {assignments} WHERE id = ? AND {guard} RETURNING inputs, owner_key, charge",
+                (*changes.values(), job_id, *guard_parameters),
+            ).fetchall()
+            if rows and refund and rows[0][1] is not None and rows[0][2] > 0:
+                connection.execute(
+                    "UPDATE api_keys SET credits = credits + ? WHERE id = ? AND credits IS NOT NULL",
+                    (rows[0][2], rows[0][1]),
+                )
         if not rows:
             return False
         try:
@@ -309,7 +471,14 @@ class SqliteJobStore:
             logger.warning("request %s ended, but its inputs could not be deleted yet", job_id)
         return True
 
-    def finish(self, job_id: str, worker: str, outputs: list[OutputFile], engine: str, metrics: dict[str, Any]) -> bool:
+    def finish(
+        self,
+        job_id: str,
+        worker: str,
+        outputs: list[OutputFile],
+        engine: str,
+        metrics: dict[str, Any],
+    ) -> bool:
         changes = {
             "status": Status.COMPLETED.value,
             "outputs": json.dumps([output.__dict__ for output in outputs]),
@@ -319,28 +488,64 @@ class SqliteJobStore:
         }
         return self._end(job_id, "status = 'PROCESSING' AND worker = ?", (worker,), changes)
 
-    def fail(self, job_id: str, worker: str, error: str, metrics: dict[str, Any] | None = None) -> bool:
+    def fail(
+        self,
+        job_id: str,
+        worker: str,
+        error: str,
+        metrics: dict[str, Any] | None = None,
+        refund: bool = True,
+    ) -> bool:
         changes: dict[str, Any] = {"status": Status.FAILED.value, "error": error}
         if metrics is not None:
             changes["metrics"] = json.dumps(metrics)
-        return self._end(job_id, "status = 'PROCESSING' AND worker = ?", (worker,), changes)
+        return self._end(
+            job_id,
+            "status = 'PROCESSING' AND worker = ?",
+            (worker,),
+            changes,
+            refund=refund,
+        )
 
     def fail_queued(self, job_id: str, error: str) -> bool:
-        return self._end(job_id, "status = 'QUEUED'", (), {"status": Status.FAILED.value, "error": error})
+        return self._end(
+            job_id,
+            "status = 'QUEUED'",
+            (),
+            {"status": Status.FAILED.value, "error": error},
+            refund=True,
+        )
 
     def cancel(self, job_id: str) -> CancelOutcome:
-        if self._end(job_id, "status = 'QUEUED'", (), {"status": Status.CANCELED.value, "error": "the request was cancelled"}):
+        if self._end(
+            job_id,
+            "status = 'QUEUED'",
+            (),
+            {"status": Status.CANCELED.value, "error": "the request was cancelled"},
+        ):
             return CancelOutcome.CANCELED
-        if self._change("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status = 'PROCESSING'", (job_id,)) == 1:
+        if (
+            self._change(
+                "UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status = 'PROCESSING'",
+                (job_id,),
+            )
+            == 1
+        ):
             return CancelOutcome.REQUESTED
         return CancelOutcome.NOT_FOUND if self.get(job_id) is None else CancelOutcome.ENDED
 
     def cancel_at_step(self, job_id: str, worker: str) -> bool:
-        changes = {"status": Status.CANCELED.value, "error": "the request was cancelled while it ran"}
+        changes = {
+            "status": Status.CANCELED.value,
+            "error": "the request was cancelled while it ran",
+        }
         return self._end(job_id, "status = 'PROCESSING' AND worker = ?", (worker,), changes)
 
     def expired_leases(self, slug: str) -> list[str]:
-        rows = self._rows("SELECT id FROM jobs WHERE slug = ? AND status = 'PROCESSING' AND lease_until < ?", (slug, self.now()))
+        rows = self._rows(
+            "SELECT id FROM jobs WHERE slug = ? AND status = 'PROCESSING' AND lease_until < ?",
+            (slug, self.now()),
+        )
         return [row[0] for row in rows]
 
     def expire_lease(self, job_id: str, max_attempts: int) -> LeaseOutcome | None:
@@ -351,7 +556,13 @@ class SqliteJobStore:
             return None
         if record.attempts >= max_attempts:
             error = TRIED_TOO_OFTEN.format(attempts=record.attempts, worker=record.worker)
-            ended = self._end(job_id, guard + " AND attempts = ?", (now, record.attempts), {"status": Status.FAILED.value, "error": error})
+            ended = self._end(
+                job_id,
+                guard + " AND attempts = ?",
+                (now, record.attempts),
+                {"status": Status.FAILED.value, "error": error},
+                refund=True,
+            )
             return LeaseOutcome.FAILED if ended else None
         changed = self._change(
             f"UPDATE jobs SET status = 'QUEUED', worker = NULL, lease_until = NULL, started_at = NULL, progress = NULL,"
@@ -362,17 +573,27 @@ class SqliteJobStore:
 
     def stale_queued(self, slug: str, older_than: float) -> list[str]:
         rows = self._rows(
-            "SELECT id FROM jobs WHERE slug = ? AND status = 'QUEUED' AND enqueued_at < ? ORDER BY created_at", (slug, self.now() - older_than)
+            "SELECT id FROM jobs WHERE slug = ? AND status = 'QUEUED' AND enqueued_at < ? ORDER BY created_at",
+            (slug, self.now() - older_than),
         )
         return [row[0] for row in rows]
 
     def mark_enqueued(self, job_id: str) -> bool:
-        return self._change("UPDATE jobs SET enqueued_at = ? WHERE id = ? AND status = 'QUEUED'", (self.now(), job_id)) == 1
+        return (
+            self._change(
+                "UPDATE jobs SET enqueued_at = ? WHERE id = ? AND status = 'QUEUED'",
+                (self.now(), job_id),
+            )
+            == 1
+        )
 
     def count(self, status: Status, slug: str | None = None) -> int:
         if slug is None:
             return self._rows("SELECT COUNT(*) FROM jobs WHERE status = ?", (status.value,))[0][0]
-        return self._rows("SELECT COUNT(*) FROM jobs WHERE slug = ? AND status = ?", (slug, status.value))[0][0]
+        return self._rows(
+            "SELECT COUNT(*) FROM jobs WHERE slug = ? AND status = ?",
+            (slug, status.value),
+        )[0][0]
 
     def heartbeat(self, worker: str, slugs: tuple[str, ...], threads: int) -> None:
         self._change(
@@ -382,7 +603,10 @@ class SqliteJobStore:
         )
 
     def live_workers(self, within: float) -> dict[str, WorkerInfo]:
-        rows = self._rows("SELECT id, slugs, threads FROM workers WHERE seen >= ?", (self.now() - within,))
+        rows = self._rows(
+            "SELECT id, slugs, threads FROM workers WHERE seen >= ?",
+            (self.now() - within,),
+        )
         return {row["id"]: WorkerInfo(slugs=tuple(json.loads(row["slugs"])), threads=row["threads"]) for row in rows}
 
     def record_duration(self, slug: str, seconds: float) -> None:
@@ -406,7 +630,10 @@ class SqliteJobStore:
     def purge_expired(self, retention: float) -> int:
         now = self.now()
         placeholders = ", ".join("?" for _ in _TERMINAL)
-        rows = self._rows(f"SELECT id FROM jobs WHERE status IN ({placeholders}) AND finished_at < ?", (*_TERMINAL, now - retention))
+        rows = self._rows(
+            f"SELECT id FROM jobs WHERE status IN ({placeholders}) AND finished_at < ?",
+            (*_TERMINAL, now - retention),
+        )
         for (job_id,) in rows:
             self.blobs.delete_job(job_id)
             self._change("DELETE FROM jobs WHERE id = ?", (job_id,))
@@ -433,7 +660,14 @@ WORKER_FORGOTTEN_AFTER = 86_400.0
 class SqliteJobQueue:
     """Rows of Huey's SqliteStorage; an idle worker polls them, woken at once by a datagram when a job is queued."""
 
-    def __init__(self, path: Path, prefix: str, slugs: tuple[str, ...], events: DatagramEvents, timeout: float) -> None:
+    def __init__(
+        self,
+        path: Path,
+        prefix: str,
+        slugs: tuple[str, ...],
+        events: DatagramEvents,
+        timeout: float,
+    ) -> None:
         self.events = events
         self._storages = {slug: SqliteStorage(name=queue_name(prefix, slug), filename=str(path), timeout=timeout) for slug in slugs}
         # The slugs' storages share one connection and its lock, as the job store does (see there), and
@@ -479,7 +713,6 @@ class SqliteJobQueue:
 
     def close(self) -> None:
         next(iter(self._storages.values())).close()
-
 
 
 # ---- events ----------------------------------------------------------------------------------

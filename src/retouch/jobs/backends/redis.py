@@ -17,6 +17,7 @@ every call; a Redis that does not answer in time is a BackendUnavailable (503), 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import logging
@@ -30,12 +31,14 @@ from huey.storage import RedisStorage
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from retouch.errors import BackendUnavailable, StorageFull
-from retouch.jobs.backends.base import NOTICES, queue_name
+from retouch.errors import BackendUnavailable, Conflict, StorageFull, Unauthorized
+from retouch.jobs.backends.base import NOTICES, not_enough_credits, queue_name
 from retouch.jobs.backends.watchers import LocalWatchers
 from retouch.jobs.records import (
     DURATION_WEIGHT,
     TRIED_TOO_OFTEN,
+    Admitted,
+    ApiKey,
     CancelOutcome,
     JobRecord,
     LeaseOutcome,
@@ -43,6 +46,8 @@ from retouch.jobs.records import (
     Renewal,
     Status,
     WorkerInfo,
+    key_from_fields,
+    key_to_fields,
     record_from_fields,
     record_to_fields,
 )
@@ -60,8 +65,9 @@ local function now()
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 
--- The write that ends a job: its new fields, its inputs deleted, its record and outputs expiring together.
-local function end_job(job_key, prefix, retention_ms, fields)
+-- The write that ends a job: its new fields, its inputs deleted, its record, outputs and Idempotency-Key
+-- expiring together; `refund`: the job's charge goes back to its key, in the same write, so once.
+local function end_job(job_key, prefix, retention_ms, fields, refund)
   local id = redis.call('HGET', job_key, 'id')
   local slug = redis.call('HGET', job_key, 'slug')
   redis.call('HSET', job_key, 'finished_at', tostring(now()), 'lease_until', '', unpack(fields))
@@ -75,6 +81,15 @@ local function end_job(job_key, prefix, retention_ms, fields)
     redis.call('PEXPIRE', blob_prefix .. output['name'], retention_ms)
   end
   redis.call('PEXPIRE', job_key, retention_ms)
+  local meta = redis.call('HMGET', job_key, 'owner_key', 'charge', 'idempotency_key')
+  if refund and meta[1] and meta[1] ~= '' and tonumber(meta[2] or '0') > 0 then
+    local key_key = prefix .. ':key:' .. meta[1]
+    local credits = redis.call('HGET', key_key, 'credits')
+    if credits and credits ~= '' then redis.call('HINCRBYFLOAT', key_key, 'credits', meta[2]) end
+  end
+  if meta[3] and meta[3] ~= '' then
+    redis.call('PEXPIRE', prefix .. ':idem:' .. (meta[1] or '') .. ':' .. redis.sha1hex(meta[3]), retention_ms)
+  end
 end
 
 local function owned_by(job_key, worker)
@@ -95,6 +110,96 @@ for _, name in ipairs(cjson.decode(redis.call('HGET', KEYS[1], 'inputs'))) do
 end
 redis.call('ZADD', ARGV[1] .. ':queued:' .. slug, t, id)
 return t
+"""
+
+# KEYS: job; ARGV: prefix, owner key id, Idempotency-Key, charge, then field, value, ... As _CREATE, after the
+# Idempotency-Key (a live job that has it is answered instead) and the charge to the owner's key.
+_ADMIT = """
+local prefix, owner, idem, charge = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local idem_key = nil
+if idem ~= '' then
+  idem_key = prefix .. ':idem:' .. owner .. ':' .. redis.sha1hex(idem)
+  local existing = redis.call('GET', idem_key)
+  if existing and redis.call('EXISTS', prefix .. ':job:' .. existing) == 1 then return {'replay', existing} end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('job exists') end
+local remaining = ''
+local paid = charge
+if owner ~= '' then
+  local key_key = prefix .. ':key:' .. owner
+  if redis.call('EXISTS', key_key) == 0 then return {'revoked'} end
+  local credits = redis.call('HGET', key_key, 'credits')
+  if not credits or credits == '' then
+    paid = 0
+  else
+    if tonumber(credits) + 1e-9 < charge then return {'poor', credits} end
+    remaining = credits
+    if charge > 0 then
+      remaining = redis.call('HINCRBYFLOAT', key_key, 'credits', -charge)
+      if tonumber(remaining) < 0 then
+        redis.call('HSET', key_key, 'credits', '0')
+        remaining = '0'
+      end
+    end
+  end
+end
+local t = tostring(now())
+redis.call('HSET', KEYS[1], 'created_at', t, 'enqueued_at', t, unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], 'charge', tostring(paid))
+local id = redis.call('HGET', KEYS[1], 'id')
+local slug = redis.call('HGET', KEYS[1], 'slug')
+for _, name in ipairs(cjson.decode(redis.call('HGET', KEYS[1], 'inputs'))) do
+  redis.call('PERSIST', prefix .. ':blob:' .. id .. ':' .. name)
+end
+redis.call('ZADD', prefix .. ':queued:' .. slug, t, id)
+if idem_key then redis.call('SET', idem_key, id) end
+return {'ok', t, remaining, tostring(paid)}
+"""
+
+# ARGV: prefix, id, name, secret hash, then field, value, ... 0 if the name is taken.
+_CREATE_KEY = """
+local prefix = ARGV[1]
+if redis.call('SETNX', prefix .. ':keyname:' .. ARGV[3], ARGV[2]) == 0 then return 0 end
+redis.call('SET', prefix .. ':keyhash:' .. ARGV[4], ARGV[2])
+redis.call('HSET', prefix .. ':key:' .. ARGV[2], unpack(ARGV, 5))
+redis.call('SADD', prefix .. ':keys', ARGV[2])
+return 1
+"""
+
+# ARGV: prefix, 'hash' or 'name', value. The key's fields, or an empty list.
+_KEY_BY = """
+local id = redis.call('GET', ARGV[1] .. ':key' .. ARGV[2] .. ':' .. ARGV[3])
+if not id then return {} end
+return redis.call('HGETALL', ARGV[1] .. ':key:' .. id)
+"""
+
+# ARGV: prefix, name
+_DELETE_KEY = """
+local id = redis.call('GET', ARGV[1] .. ':keyname:' .. ARGV[2])
+if not id then return 0 end
+local key_key = ARGV[1] .. ':key:' .. id
+redis.call('DEL', ARGV[1] .. ':keyhash:' .. (redis.call('HGET', key_key, 'secret_hash') or ''), key_key, ARGV[1] .. ':keyname:' .. ARGV[2])
+redis.call('SREM', ARGV[1] .. ':keys', id)
+return 1
+"""
+
+# ARGV: prefix, name, delta. Unlimited credits stay unlimited; a balance never goes below 0.
+_ADD_CREDITS = """
+local id = redis.call('GET', ARGV[1] .. ':keyname:' .. ARGV[2])
+if not id then return 0 end
+local key_key = ARGV[1] .. ':key:' .. id
+local credits = redis.call('HGET', key_key, 'credits')
+if credits and credits ~= '' then
+  if tonumber(redis.call('HINCRBYFLOAT', key_key, 'credits', ARGV[3])) < 0 then redis.call('HSET', key_key, 'credits', '0') end
+end
+return 1
+"""
+
+# ARGV: prefix, id
+_TOUCH_KEY = """
+local key_key = ARGV[1] .. ':key:' .. ARGV[2]
+if redis.call('EXISTS', key_key) == 1 then redis.call('HSET', key_key, 'last_used', tostring(now())) end
+return 1
 """
 
 # KEYS: job; ARGV: prefix, worker, lease
@@ -129,14 +234,14 @@ redis.call('HSET', KEYS[1], 'progress', ARGV[2])
 return 1
 """
 
-# KEYS: job; ARGV: prefix, retention_ms, guard ('owner' or 'queued'), worker, then field, value, ...
+# KEYS: job; ARGV: prefix, retention_ms, guard ('owner' or 'queued'), worker, refund ('1' or '0'), then field, value, ...
 _END = """
 if ARGV[3] == 'owner' then
   if not owned_by(KEYS[1], ARGV[4]) then return 0 end
 elseif redis.call('HGET', KEYS[1], 'status') ~= 'QUEUED' then
   return 0
 end
-end_job(KEYS[1], ARGV[1], tonumber(ARGV[2]), {unpack(ARGV, 5)})
+end_job(KEYS[1], ARGV[1], tonumber(ARGV[2]), {unpack(ARGV, 6)}, ARGV[5] == '1')
 return 1
 """
 
@@ -145,7 +250,7 @@ _CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'NOT_FOUND' end
 if status == 'QUEUED' then
-  end_job(KEYS[1], ARGV[1], tonumber(ARGV[2]), {'status', 'CANCELED', 'error', 'the request was cancelled'})
+  end_job(KEYS[1], ARGV[1], tonumber(ARGV[2]), {'status', 'CANCELED', 'error', 'the request was cancelled'}, false)
   return 'CANCELED'
 end
 if status == 'PROCESSING' then
@@ -163,7 +268,7 @@ local t = now()
 if tonumber(state[2]) >= t then return false end
 if tonumber(state[3]) >= tonumber(ARGV[3]) then
   local message = string.gsub(string.gsub(ARGV[4], '{attempts}', state[3]), '{worker}', state[4])
-  end_job(KEYS[1], ARGV[1], tonumber(ARGV[2]), {'status', 'FAILED', 'error', message})
+  end_job(KEYS[1], ARGV[1], tonumber(ARGV[2]), {'status', 'FAILED', 'error', message}, true)
   return 'FAILED'
 end
 redis.call('HSET', KEYS[1], 'status', 'QUEUED', 'worker', '', 'lease_until', '', 'started_at', '', 'progress', '',
@@ -222,7 +327,11 @@ def redis_errors(what: str, pool: redis.ConnectionPool) -> Iterator[None]:
             logger.warning("the %s refused a write: %s", what, error)
             raise StorageFull("the server's storage is full; try again later") from None
         raise
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError) as error:
+    except (
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        redis.exceptions.BusyLoadingError,
+    ) as error:
         where = pool.connection_kwargs.get("host", pool.connection_kwargs.get("path", "?"))
         port = pool.connection_kwargs.get("port")
         address = f"{where}:{port}" if port else str(where)
@@ -246,7 +355,13 @@ def _flat(values: dict[str, Any]) -> list[Any]:
 
 
 class RedisJobStore:
-    def __init__(self, pool: redis.ConnectionPool, prefix: str, slugs: tuple[str, ...], retention: float) -> None:
+    def __init__(
+        self,
+        pool: redis.ConnectionPool,
+        prefix: str,
+        slugs: tuple[str, ...],
+        retention: float,
+    ) -> None:
         self.pool = pool
         self.prefix = prefix
         self.slugs = slugs
@@ -256,6 +371,12 @@ class RedisJobStore:
         self._clock_checked = 0.0
         scripts = {
             "create": _CREATE,
+            "admit": _ADMIT,
+            "create_key": _CREATE_KEY,
+            "key_by": _KEY_BY,
+            "delete_key": _DELETE_KEY,
+            "add_credits": _ADD_CREDITS,
+            "touch_key": _TOUCH_KEY,
             "take": _TAKE,
             "renew": _RENEW,
             "progress": _PROGRESS,
@@ -315,6 +436,90 @@ class RedisJobStore:
         record.created_at = record.enqueued_at = created
         return record
 
+    def admit(self, record: JobRecord, retention: float) -> Admitted:
+        values = record_to_fields(record)
+        values.pop("created_at")
+        values.pop("enqueued_at")
+        reply = [
+            _text(part)
+            for part in self._call(
+                "admit",
+                record.id,
+                self.prefix,
+                record.owner_key or "",
+                record.idempotency_key or "",
+                repr(float(record.charge)),
+                *_flat(values),
+            )
+        ]
+        if reply[0] == "replay":
+            return Admitted(record=None, replay_of=reply[1])
+        if reply[0] == "revoked":
+            raise Unauthorized("this API key has been revoked; ask the operator for another")
+        if reply[0] == "poor":
+            raise not_enough_credits(float(reply[1]), record.charge)
+        record.created_at = record.enqueued_at = float(reply[1])
+        record.charge = float(reply[3])
+        return Admitted(record=record, remaining_credits=float(reply[2]) if reply[2] else None)
+
+    def find_idempotent(self, owner_key: str | None, idempotency_key: str, retention: float) -> JobRecord | None:
+        digest = hashlib.sha1(idempotency_key.encode()).hexdigest()
+        with self._errors():
+            job_id = self.client.get(f"{self.prefix}:idem:{owner_key or ''}:{digest}")
+        return self.get(_text(job_id)) if job_id is not None else None
+
+    # ---- API keys ----
+
+    def create_key(self, key: ApiKey) -> None:
+        values = key_to_fields(key)
+        if not int(
+            self._call(
+                "create_key",
+                None,
+                self.prefix,
+                key.id,
+                key.name,
+                key.secret_hash,
+                *_flat(values),
+            )
+        ):
+            raise Conflict(f"a key named {key.name!r} exists already; choose another name, or revoke it first")
+
+    def _key_by(self, kind: str, value: str) -> ApiKey | None:
+        reply = self._call("key_by", None, self.prefix, kind, value)
+        return key_from_fields(_fields(reply)) if reply else None
+
+    def key_by_hash(self, secret_hash: str) -> ApiKey | None:
+        return self._key_by("hash", secret_hash)
+
+    def key_by_id(self, key_id: str) -> ApiKey | None:
+        with self._errors():
+            values = self.client.hgetall(f"{self.prefix}:key:{key_id}")
+        return key_from_fields({_text(name): _text(value) for name, value in values.items()}) if values else None
+
+    def key_by_name(self, name: str) -> ApiKey | None:
+        return self._key_by("name", name)
+
+    def list_keys(self) -> list[ApiKey]:
+        with self._errors():
+            ids = self.client.smembers(f"{self.prefix}:keys")
+        keys = [self.key_by_id(_text(key_id)) for key_id in ids]
+        return sorted((key for key in keys if key is not None), key=lambda key: key.created_at)
+
+    def delete_key(self, name: str) -> bool:
+        return bool(self._call("delete_key", None, self.prefix, name))
+
+    def add_credits(self, name: str, delta: float) -> ApiKey | None:
+        self._call("add_credits", None, self.prefix, name, repr(float(delta)))
+        return self.key_by_name(name)
+
+    def touch_key(self, key_id: str) -> None:
+        self._call("touch_key", None, self.prefix, key_id)
+
+    def key_count(self) -> int:
+        with self._errors():
+            return int(self.client.scard(f"{self.prefix}:keys"))
+
     def get(self, job_id: str) -> JobRecord | None:
         with self._errors():
             values = self.client.hgetall(self._job_key(job_id))
@@ -335,10 +540,35 @@ class RedisJobStore:
     def set_progress(self, job_id: str, worker: str, fraction: float) -> bool:
         return bool(self._call("progress", job_id, worker, repr(float(fraction))))
 
-    def _end(self, job_id: str, guard: str, worker: str, fields: dict[str, Any]) -> bool:
-        return bool(self._call("end", job_id, self.prefix, self.retention_ms, guard, worker, *_flat(fields)))
+    def _end(
+        self,
+        job_id: str,
+        guard: str,
+        worker: str,
+        fields: dict[str, Any],
+        refund: bool = False,
+    ) -> bool:
+        return bool(
+            self._call(
+                "end",
+                job_id,
+                self.prefix,
+                self.retention_ms,
+                guard,
+                worker,
+                "1" if refund else "0",
+                *_flat(fields),
+            )
+        )
 
-    def finish(self, job_id: str, worker: str, outputs: list[OutputFile], engine: str, metrics: dict[str, Any]) -> bool:
+    def finish(
+        self,
+        job_id: str,
+        worker: str,
+        outputs: list[OutputFile],
+        engine: str,
+        metrics: dict[str, Any],
+    ) -> bool:
         fields = {
             "status": Status.COMPLETED.value,
             "outputs": json.dumps([output.__dict__ for output in outputs]),
@@ -348,20 +578,41 @@ class RedisJobStore:
         }
         return self._end(job_id, "owner", worker, fields)
 
-    def fail(self, job_id: str, worker: str, error: str, metrics: dict[str, Any] | None = None) -> bool:
+    def fail(
+        self,
+        job_id: str,
+        worker: str,
+        error: str,
+        metrics: dict[str, Any] | None = None,
+        refund: bool = True,
+    ) -> bool:
         fields: dict[str, Any] = {"status": Status.FAILED.value, "error": error}
         if metrics is not None:
             fields["metrics"] = json.dumps(metrics)
-        return self._end(job_id, "owner", worker, fields)
+        return self._end(job_id, "owner", worker, fields, refund=refund)
 
     def fail_queued(self, job_id: str, error: str) -> bool:
-        return self._end(job_id, "queued", "", {"status": Status.FAILED.value, "error": error})
+        return self._end(
+            job_id,
+            "queued",
+            "",
+            {"status": Status.FAILED.value, "error": error},
+            refund=True,
+        )
 
     def cancel(self, job_id: str) -> CancelOutcome:
         return CancelOutcome(_text(self._call("cancel", job_id, self.prefix, self.retention_ms)))
 
     def cancel_at_step(self, job_id: str, worker: str) -> bool:
-        return self._end(job_id, "owner", worker, {"status": Status.CANCELED.value, "error": "the request was cancelled while it ran"})
+        return self._end(
+            job_id,
+            "owner",
+            worker,
+            {
+                "status": Status.CANCELED.value,
+                "error": "the request was cancelled while it ran",
+            },
+        )
 
     def expired_leases(self, slug: str) -> list[str]:
         now = self.now()
@@ -370,7 +621,14 @@ class RedisJobStore:
         return [_text(job_id) for job_id in ids]
 
     def expire_lease(self, job_id: str, max_attempts: int) -> LeaseOutcome | None:
-        answer = self._call("expire_lease", job_id, self.prefix, self.retention_ms, max_attempts, TRIED_TOO_OFTEN)
+        answer = self._call(
+            "expire_lease",
+            job_id,
+            self.prefix,
+            self.retention_ms,
+            max_attempts,
+            TRIED_TOO_OFTEN,
+        )
         return LeaseOutcome(_text(answer)) if answer else None
 
     def stale_queued(self, slug: str, older_than: float) -> list[str]:
@@ -405,12 +663,18 @@ class RedisJobStore:
         for worker, value in entries.items():
             seen, threads, slugs = _text(value).split(" ", 2)
             if float(seen) >= now - within:
-                live[_text(worker)] = WorkerInfo(slugs=tuple(slug for slug in slugs.split(",") if slug), threads=int(threads))
+                live[_text(worker)] = WorkerInfo(
+                    slugs=tuple(slug for slug in slugs.split(",") if slug),
+                    threads=int(threads),
+                )
         return live
 
     def record_duration(self, slug: str, seconds: float) -> None:
         with self._errors():
-            self._scripts["duration"](keys=[f"{self.prefix}:durations"], args=[slug, repr(float(seconds)), DURATION_WEIGHT])
+            self._scripts["duration"](
+                keys=[f"{self.prefix}:durations"],
+                args=[slug, repr(float(seconds)), DURATION_WEIGHT],
+            )
 
     def typical_durations(self) -> dict[str, float]:
         with self._errors():
@@ -457,7 +721,11 @@ class RedisBlobStore:
 
     def put(self, job_id: str, name: str, data: bytes, ttl: float | None = None) -> None:
         with redis_errors("blob store", self.pool):
-            self.client.set(self._key(job_id, name), data, px=max(1, int(ttl * 1000)) if ttl is not None else None)
+            self.client.set(
+                self._key(job_id, name),
+                data,
+                px=max(1, int(ttl * 1000)) if ttl is not None else None,
+            )
 
     def get(self, job_id: str, name: str) -> bytes | None:
         with redis_errors("blob store", self.pool):
@@ -476,11 +744,23 @@ class RedisBlobStore:
 class RedisJobQueue:
     """Lists of Huey's RedisStorage; a worker blocks on all its slugs' lists at once (BRPOP): no polling."""
 
-    def __init__(self, pool: redis.ConnectionPool, prefix: str, slugs: tuple[str, ...], timeout: float) -> None:
+    def __init__(
+        self,
+        pool: redis.ConnectionPool,
+        prefix: str,
+        slugs: tuple[str, ...],
+        timeout: float,
+    ) -> None:
         self.pool = pool
         self.timeout = timeout
         self._storages = {
-            slug: RedisStorage(name=queue_name(prefix, slug), connection_pool=pool, blocking=True, read_timeout=1) for slug in slugs
+            slug: RedisStorage(
+                name=queue_name(prefix, slug),
+                connection_pool=pool,
+                blocking=True,
+                read_timeout=1,
+            )
+            for slug in slugs
         }
         self._client = redis.Redis(connection_pool=pool)
         self._turn = itertools.count()
@@ -567,10 +847,19 @@ class RedisEvents:
                         kind, _, job_id = _text(message["data"]).partition(" ")
                         if kind in NOTICES and job_id:
                             self.watchers.notify(job_id, kind)
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, ValueError) as error:
+            except (
+                redis.exceptions.ConnectionError,
+                redis.exceptions.TimeoutError,
+                OSError,
+                ValueError,
+            ) as error:
                 self._subscribed.clear()
                 if not self._closed.is_set():
-                    logger.debug("event channel lost (%s); listening again in %.1f s", error, backoff)
+                    logger.debug(
+                        "event channel lost (%s); listening again in %.1f s",
+                        error,
+                        backoff,
+                    )
                     self._closed.wait(backoff)
                     backoff = min(5.0, backoff * 2)
             finally:
@@ -591,7 +880,11 @@ def wait_until_answering(pool: redis.ConnectionPool, timeout: float) -> None:
         try:
             client.ping()
             return
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError):
+        except (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            redis.exceptions.BusyLoadingError,
+        ):
             if time.monotonic() >= deadline:
                 raise
             time.sleep(0.2)
