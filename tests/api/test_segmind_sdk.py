@@ -6,6 +6,7 @@ import base64
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -81,3 +82,40 @@ def test_wait_ends_with_the_error_when_a_request_is_cancelled(client, server_url
     with pytest.raises(SegmindError) as caught:
         job.wait(timeout=20, interval=0.05)
     assert caught.value.status == 422 and "cancelled" in caught.value.detail
+
+
+@pytest.fixture
+def keyed_server(tmp_path: Path) -> Iterator[tuple[str, Any]]:
+    settings = Settings(home=tmp_path / "keyed", weights_dir=tmp_path / "weights", auth=True, min_free_bytes=0)
+    application = create_app(settings, models=ALL_MODELS, workers=1)
+    with serving(application) as base:
+        yield base, application.state.service
+
+
+def test_the_sdk_sends_its_api_key_and_reads_401_and_406(keyed_server, photo):
+    from retouch.jobs.access import new_key
+
+    base, service = keyed_server
+    key, secret = new_key("sdk", None, 3, None, service.slugs, time.time())
+    service.store.create_key(key)
+    sdk = SegmindClient(api_key=secret, base_url=f"{base}/v1")
+    try:
+        response = sdk.run_sync("fake-invert", image=b64(photo), output_format="png")
+        assert response.headers["x-remaining-credits"] == "2"
+        assert np.array_equal(decode(response.content), 255 - photo)
+        result = sdk.run("fake-invert", image=b64(photo), base64=True, output_format="png")
+        assert result["status"] == "COMPLETED"
+        assert np.array_equal(decode(base64.b64decode(result["output"])), 255 - photo)
+        sdk.run_sync("fake-invert", image=b64(photo))
+        with pytest.raises(SegmindError) as poor:
+            sdk.run_sync("fake-invert", image=b64(photo))
+        assert poor.value.status == 406 and "credits" in poor.value.detail
+    finally:
+        sdk._client.close()
+    stranger = SegmindClient(api_key="rt_wrong", base_url=f"{base}/v1")
+    try:
+        with pytest.raises(SegmindError) as refused:
+            stranger.run_sync("fake-invert", image=b64(photo))
+        assert refused.value.status == 401 and "not known" in refused.value.detail
+    finally:
+        stranger._client.close()
