@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from fakes import ALL_MODELS
 from images import b64, decode
-from servers import serving
 from segmind import SegmindClient
 from segmind.exceptions import SegmindError
 from segmind.v2 import InferenceFailed
+from servers import serving
 
 from retouch.api.app import create_app
 from retouch.config import Settings
