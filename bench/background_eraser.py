@@ -58,7 +58,7 @@ def free_port() -> int:
 def start_server(weights_dir: Path, home: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     environment = {**os.environ, "RETOUCH_HOME": str(home), "RETOUCH_WEIGHTS_DIR": str(weights_dir), "RETOUCH_LOG_LEVEL": "warning"}
-    process = subprocess.Popen([sys.executable, "-m", "retouch.cli", "serve", "--port", str(port), "--workers", "1"], env=environment)
+    process = subprocess.Popen([sys.executable, "-m", "retouch.cli", "serve", "--port", str(port), "--workers", "1", "--no-auth"], env=environment)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -38,14 +38,14 @@ def start(backend: str, home: Path, redis_url: str | None) -> tuple[str, list]:
 
     context = multiprocessing.get_context("spawn")
     port = free_port()
-    common = {"home": home / "api", "port": port, "log_level": "warning"}
+    common = {"home": home / "api", "port": port, "log_level": "warning", "auth": False}
     if backend == "embedded":
         processes = [context.Process(target=run_server, args=(Settings(workers=1, **common), MODELS))]
     else:
         fleet = {"queue_url": redis_url, "redis_prefix": "overload"}
         processes = [
             context.Process(target=run_server, args=(Settings(workers=0, **common, **fleet), MODELS)),
-            context.Process(target=run_worker, args=(Settings(home=home / "worker", log_level="warning", **fleet), MODELS, (SLUG,), 1, None)),
+            context.Process(target=run_worker, args=(Settings(home=home / "worker", log_level="warning", auth=False, **fleet), MODELS, (SLUG,), 1, None)),
         ]
     for process in processes:
         process.start()

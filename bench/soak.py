@@ -78,7 +78,7 @@ def main() -> None:
     weights = Settings().weights_path
     with tempfile.TemporaryDirectory() as folder:
         port = free_port()
-        common = {"home": Path(folder), "weights_dir": weights, "log_level": "warning", "background_eraser_model": arguments.model}
+        common = {"home": Path(folder), "weights_dir": weights, "log_level": "warning", "background_eraser_model": arguments.model, "auth": False}
         api = context.Process(target=run_server, args=(Settings(port=port, workers=0, **common), MODELS))
         worker = context.Process(target=run_worker, args=(Settings(**common), MODELS, ("background-eraser",), 1, None))
         api.start()

@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--open", action="store_true", help="also the open-vocabulary engine's overhead (needs the full extra)")
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory() as home:
-        settings = Settings(home=home, weights_dir=Settings().weights_path, text_mask_engine="coco")
+        settings = Settings(home=home, weights_dir=Settings().weights_path, text_mask_engine="coco", auth=False)
         with TestClient(create_app(settings, workers=1)) as client:
             print(f"text-to-mask, offline engine, {os.cpu_count()} cores, median of {arguments.rounds}")
             print(f"{'slug':<26}{'photo':<12}{'side':>6}{'seconds':>10}{'inference':>11}{'vs hosted 1.5 s':>17}")
