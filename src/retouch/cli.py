@@ -126,7 +126,7 @@ def ensure_first_key(settings: Settings, models: dict[str, Model]) -> None:
         f"It is shown only this once; keep it:\n\n    {secret}\n\n"
         "Send it in the x-api-key header:\n"
         f"    export RETOUCH_API_KEY={secret}\n"
-        '    curl -H "x-api-key: $RETOUCH_API_KEY" http://HOST:PORT/v1/models\n'
+        f'    curl -H "x-api-key: $RETOUCH_API_KEY" http://{settings.host}:{settings.port}/v1/models\n'
         "More keys: retouch keys create --name NAME [--models a,b] [--credits N] [--rate 60/minute]\n",
         err=True,
     )
