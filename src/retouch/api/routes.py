@@ -180,8 +180,31 @@ def _async_handler(model: Model) -> Callable[[Request], Awaitable[SubmitAnswer]]
     return submit
 
 
-def _request_body_schema(model: Model) -> dict[str, Any]:
+_KEY_HEADER = {
+    "name": "x-api-key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "The API key (needed unless the server runs with --no-auth).",
+}
+_IDEMPOTENCY_HEADER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "The same key and body from the same API key, within the retention time, answer the first request again.",
+}
+_WEBHOOK_PROPERTY = {
+    "type": "string",
+    "format": "uri",
+    "description": "An http(s) URL called once, signed, with the result body when the request ends (COMPLETED, FAILED or CANCELED).",
+}
+
+
+def _request_body_schema(model: Model, queued: bool = False) -> dict[str, Any]:
     schema = model.Input.model_json_schema()
+    if queued:
+        schema = {**schema, "properties": {**schema.get("properties", {}), "webhook": _WEBHOOK_PROPERTY}}
     form_schema = {
         "type": "object",
         "properties": {
@@ -192,6 +215,7 @@ def _request_body_schema(model: Model) -> dict[str, Any]:
         "additionalProperties": False,
     }
     return {
+        "parameters": [_KEY_HEADER, _IDEMPOTENCY_HEADER] if queued else [_KEY_HEADER],
         "requestBody": {
             "required": True,
             "content": {
@@ -239,7 +263,7 @@ def add_model_routes(app: FastAPI, models: dict[str, Model]) -> None:
             summary=f"{model.slug}: queue and return",
             description=model.summary,
             tags=[model.slug],
-            openapi_extra=extra,
+            openapi_extra=_request_body_schema(model, queued=True),
             response_model=SubmitAnswer,
             responses=_SUBMIT_ERRORS,
         )
