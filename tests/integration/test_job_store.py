@@ -526,6 +526,15 @@ def test_a_refund_comes_with_the_failing_write_and_only_once(store_backend):
     queued = charged_job(store_backend, key).record
     assert store_backend.store.fail_queued(queued.id, "queue refused it")
     assert store_backend.store.key_by_id(key.id).credits == 2.0
+    cancelled_while_queued = charged_job(store_backend, key).record
+    assert store_backend.store.cancel(cancelled_while_queued.id) is CancelOutcome.CANCELED
+    assert store_backend.store.key_by_id(key.id).credits == 2.0
+    cancelled_while_running = charged_job(store_backend, key).record
+    store_backend.store.take(cancelled_while_running.id, "w", LEASE)
+    store_backend.store.cancel(cancelled_while_running.id)
+    assert store_backend.store.cancel_at_step(cancelled_while_running.id, "w")
+    assert store_backend.store.key_by_id(key.id).credits == 1.0
+    store_backend.store.add_credits("alice", 1)
     completed = charged_job(store_backend, key).record
     store_backend.store.take(completed.id, "w", LEASE)
     assert store_backend.store.finish(completed.id, "w", [], "fake", {})

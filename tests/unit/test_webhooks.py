@@ -564,3 +564,5 @@ def test_close_gives_up_on_an_attempt_that_outlasts_its_timeout(
     assert time.monotonic() - started < 2.0
     assert logged(caplog, "still in progress", logging.WARNING)
     assert logged(caplog, "webhook of request req-queued", logging.WARNING)
+    # The attempt left running ends (and is logged) on its own; waited for, so that it logs inside this test.
+    wait_until(lambda: logged(caplog, "webhook of request req-in-flight", logging.WARNING), timeout=10)

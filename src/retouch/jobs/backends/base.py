@@ -102,7 +102,8 @@ class JobStore(Protocol):
         """QUEUED to FAILED: the queue refused the job right after it was recorded (refunded)."""
 
     def cancel(self, job_id: str) -> CancelOutcome:
-        """QUEUED: CANCELED now. PROCESSING: flagged, ended by its worker at the next step."""
+        """QUEUED: CANCELED now, refunded (nothing ran). PROCESSING: flagged, ended by its worker at the next step
+        (the charge kept: the work was under way)."""
 
     def cancel_at_step(self, job_id: str, worker: str) -> bool:
         """PROCESSING (owned by `worker`) to CANCELED."""

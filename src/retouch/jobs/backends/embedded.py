@@ -522,6 +522,7 @@ class SqliteJobStore:
             "status = 'QUEUED'",
             (),
             {"status": Status.CANCELED.value, "error": "the request was cancelled"},
+            refund=True,
         ):
             return CancelOutcome.CANCELED
         if (

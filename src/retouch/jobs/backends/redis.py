@@ -250,7 +250,7 @@ _CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'NOT_FOUND' end
 if status == 'QUEUED' then
-  end_job(KEYS[1], ARGV[1], tonumber(ARGV[2]), {'status', 'CANCELED', 'error', 'the request was cancelled'}, false)
+  end_job(KEYS[1], ARGV[1], tonumber(ARGV[2]), {'status', 'CANCELED', 'error', 'the request was cancelled'}, true)
   return 'CANCELED'
 end
 if status == 'PROCESSING' then
