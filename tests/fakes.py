@@ -17,7 +17,7 @@ from retouch.config import Settings
 from retouch.engines.cache import EngineCache
 from retouch.errors import InvalidInput, WeightsMissing
 from retouch.imaging.masks import invert_mask
-from retouch.models.base import Model, ModelInput, ModelResult, RunContext, image_field
+from retouch.models.base import Model, ModelInput, ModelResult, RunContext, UnbuiltModel, image_field
 from retouch.models import MODELS
 
 
@@ -205,6 +205,13 @@ class CountsSteps(FakeModel):
         return ModelResult(images=[images["image"]], metrics={"steps": params.steps})  # type: ignore[attr-defined]
 
 
+class NotBuiltYet(UnbuiltModel):
+    """A slug of a contract whose engine is not in this release: validated, then 501."""
+
+    slug: ClassVar[str] = "fake-not-built-yet"
+    Input: ClassVar[type[ModelInput]] = ImageOnlyInput
+
+
 FAKE_MODELS: dict[str, Model] = {
     model.slug: model
     for model in (
@@ -218,8 +225,9 @@ FAKE_MODELS: dict[str, Model] = {
         HangsUntilReleased(),
         CrashesItsWorker(),
         CountsSteps(),
+        NotBuiltYet(),
     )
 }
 
-# The real registry's unbuilt slugs answer 501; background-eraser answers 503 without weights.
+# Without weights in the test's folder, background-eraser answers 503.
 ALL_MODELS: dict[str, Model] = {**MODELS, **FAKE_MODELS}

@@ -333,7 +333,9 @@ def models_list() -> None:
     typer.echo("pulled with `retouch models pull NAME` (needs the model hub):")
     for name, model in hub.HUB_MODELS.items():
         mark = "pulled" if hub.is_pulled(name, settings) else "missing"
-        typer.echo(f"  {name:<10} {model.engine:<10} {mark:<9}  {model.license}  from {model.describe()}")
+        typer.echo(f"  {name:<21} {model.engine:<10} {mark:<9}  {model.license}  from {model.describe()}")
+    for group, members in hub.HUB_GROUPS.items():
+        typer.echo(f"  {group:<21} pulls {', '.join(members)}")
 
 
 @models_app.command("install")
@@ -360,7 +362,10 @@ def models_install(
 
 @models_app.command("pull")
 def models_pull(
-    names: Annotated[list[str], typer.Argument(help="Hub models to pull: owlv2, sam, lama.")],
+    names: Annotated[
+        list[str],
+        typer.Argument(help="Hub models to pull: owlv2, sam, lama, or bg-replace (its four checkpoints, about 13 GB)."),
+    ],
     force: Annotated[bool, typer.Option(help="Pull again even if present.")] = False,
     trust_local: Annotated[
         bool,
@@ -376,7 +381,10 @@ def models_pull(
 
     settings = load_settings()
     try:
-        folders = [hub.trust_local(name, settings) for name in names] if trust_local else hub.pull(names, settings, force=force)
+        if trust_local:
+            folders = [hub.trust_local(name, settings) for name in hub.expand(names)]
+        else:
+            folders = hub.pull(names, settings, force=force)
     except RetouchError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(code=1) from None

@@ -82,6 +82,19 @@ class Settings(BaseSettings):
     text_mask_refiner: Literal["u2net", "u2netp"] = Field(
         default="u2net", description="U²-Net variant that refines the offline detector's boxes to shapes."
     )
+    bg_replace_engine: Literal["auto", "diffusion", "composite"] = Field(
+        default="auto",
+        description="Engine of bg-replace: the generative pipeline (SDXL inpainting + ControlNet + IP-Adapter, pulled), "
+        "the offline composite onto ref_image, or auto (diffusion when its checkpoints are pulled and torch is installed).",
+    )
+    bg_replace_resolution: int = Field(
+        default=1024,
+        ge=64,
+        le=2048,
+        multiple_of=64,
+        description="bg-replace's diffusion engine works at an area of about this many pixels squared (SDXL's 1024); "
+        "lower is faster and worse.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
     log_format: Literal["text", "json"] = Field(default="text", description="Log lines as text, or one JSON object each (for log collectors).")
     queue_url: str | None = Field(

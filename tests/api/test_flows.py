@@ -244,11 +244,12 @@ def test_models_listing(client):
     assert models["background-eraser"]["built"] is True
     assert models["background-eraser"]["engine"] == "u2net"
     assert models["background-eraser"]["weights_installed"] is False
-    assert models["bg-replace"]["built"] is False
+    assert models["bg-replace"]["built"] is True and models["bg-replace"]["engine"] == "composite"
+    assert models["fake-not-built-yet"]["built"] is False
     assert models["background-eraser"]["input_schema"]["properties"]["grow_mask"]["maximum"] == 50
-    # The client's own worker serves every built slug; bg-replace (not built) has none.
+    # The client's own worker serves every built slug; one not built has none.
     assert models["fake-invert"]["live_workers"] == 1
-    assert models["bg-replace"]["live_workers"] == 0
+    assert models["fake-not-built-yet"]["live_workers"] == 0
 
 
 def test_openapi_documents_each_slug(client):

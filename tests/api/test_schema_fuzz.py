@@ -1,6 +1,6 @@
 """Schemathesis over /openapi.json: requests the schema allows and requests it does not, on a real
 server with the real registry and safe fake engines. Fails on a 5xx other than the documented 503
-(weights missing) and 501 (bg-replace, not built yet), on any answer the schema does not describe,
+(weights missing) and 501 (a slug not built in this release), on any answer the schema does not describe,
 on schema-invalid data that is accepted, and on schema-valid data refused for a reason the schema
 could have said (a range, a required or unknown name, an empty value)."""
 

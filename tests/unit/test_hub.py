@@ -52,6 +52,7 @@ class FakeHub:
     def download(self, model: HubModel, filename: str, folder: Path, endpoint: str | None) -> Path:
         self.downloads.append((model.name, filename))
         path = folder / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(self.served.get(filename, _content(model, filename)))
         return path
 
@@ -73,13 +74,19 @@ def _leftovers(settings: Settings) -> list[str]:
 
 
 def test_pinned_models() -> None:
-    assert set(HUB_MODELS) == {"owlv2", "sam", "lama"}
+    bg_replace = {"sdxl-inpainting", "sdxl-vae-fp16-fix", "controlnet-canny-sdxl", "ip-adapter-sdxl"}
+    assert set(HUB_MODELS) == {"owlv2", "sam", "lama"} | bg_replace
+    assert set(hub.HUB_GROUPS["bg-replace"]) == bg_replace
     assert HUB_MODELS["owlv2"].repo_id == "google/owlv2-base-patch16-ensemble"
     assert HUB_MODELS["sam"].repo_id == "facebook/sam-vit-base"
     assert HUB_MODELS["lama"].repo_id == "Carve/LaMa-ONNX" and HUB_MODELS["lama"].files == ("lama_fp32.onnx",)
+    assert HUB_MODELS["sdxl-inpainting"].repo_id == "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
+    assert HUB_MODELS["controlnet-canny-sdxl"].repo_id == "diffusers/controlnet-canny-sdxl-1.0"
+    assert HUB_MODELS["ip-adapter-sdxl"].repo_id == "h94/IP-Adapter"
     for model in HUB_MODELS.values():
         assert len(model.revision) == 40 and int(model.revision, 16) >= 0
-        assert model.license == "apache-2.0"
+        assert model.license in {"apache-2.0", "openrail++", "mit"}
+        assert set(model.known_sha256) <= set(model.files)
     for name in ("owlv2", "sam"):
         assert "model.safetensors" in HUB_MODELS[name].files and "config.json" in HUB_MODELS[name].files
         assert HUB_MODELS[name].engine == "owlv2+sam"
@@ -318,3 +325,47 @@ def test_trust_local_records_files_put_in_place_by_hand(settings: Settings) -> N
     record = json.loads((folder / SIDECAR).read_text())
     assert record["source"] == "trusted-local" and record["revision"] == model.revision
     assert hub.is_pulled("sam", settings) and hub.verify("sam", settings)
+
+
+@pytest.fixture
+def bg_replace_without_pinned_digests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bg-replace checkpoints as pinned, but without their known sha256: the fake hub serves other bytes."""
+    models = {name: replace(model, known_sha256={}) if name in hub.HUB_GROUPS["bg-replace"] else model for name, model in HUB_MODELS.items()}
+    monkeypatch.setattr(hub, "HUB_MODELS", models)
+
+
+@pytest.mark.usefixtures("bg_replace_without_pinned_digests")
+def test_the_bg_replace_group_pulls_its_four_checkpoints_with_their_subfolders(settings: Settings) -> None:
+    fake = FakeHub()
+    group = hub.HUB_GROUPS["bg-replace"]
+    folders = hub.pull(["bg-replace", "sdxl-inpainting"], settings, metadata=fake.metadata, download=fake.download)
+    assert folders == [hub.hub_path(name, settings) for name in group]
+    for name in group:
+        assert hub.is_pulled(name, settings) and hub.verify(name, settings)
+    assert (hub.hub_path("sdxl-inpainting", settings) / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file()
+    assert (hub.hub_path("ip-adapter-sdxl", settings) / "models" / "image_encoder" / "model.safetensors").is_file()
+    # Pulled already: a second pull fetches nothing.
+    fake.downloads.clear()
+    hub.pull(["bg-replace"], settings, metadata=fake.metadata, download=fake.download)
+    assert fake.downloads == []
+
+
+def test_the_bg_replace_pull_offline_fails_at_once_naming_every_folder(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.perf_counter()
+    with pytest.raises(HubUnreachable) as caught:
+        hub.pull(["bg-replace"], settings)
+    assert time.perf_counter() - started < 1.0
+    error = caught.value
+    for name in hub.HUB_GROUPS["bg-replace"]:
+        model = HUB_MODELS[name]
+        assert str(hub.hub_path(name, settings)) in error.message and model.repo_id in error.message and model.revision in error.message
+        assert f"retouch models pull --trust-local {name}" in error.message
+    assert [entry["model"] for entry in error.details["models"]] == list(hub.HUB_GROUPS["bg-replace"])
+    assert _leftovers(settings) == []
+
+
+def test_group_names_expand_and_unknown_names_list_the_groups(settings: Settings) -> None:
+    assert hub.expand(["lama", "bg-replace", "lama"]) == ["lama", *hub.HUB_GROUPS["bg-replace"]]
+    with pytest.raises(InvalidInput, match=r"bg-replace \(all of sdxl-inpainting"):
+        hub.hub_model("sdxl")

@@ -1,53 +1,145 @@
-"""bg-replace: keep the subject, put it in a new background. Its engines come with their own issue."""
+"""bg-replace: keep the subject of a photo, put it in a new background.
+
+Two engines (RETOUCH_BG_REPLACE_ENGINE): `diffusion` repaints the background from `prompt` in the style
+of `ref_image` (engines/diffusion.py, checkpoints pulled); `composite`, the offline default, lays the
+cut-out over `ref_image` and generates nothing (engines/composite.py). Both take the subject's mask
+from the background-eraser's U²-Net, or from the photo's own alpha when it is a cut-out already.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import importlib.util
+from typing import Any, ClassVar, Literal
 
+import numpy as np
 from pydantic import Field
 
-from retouch.models.base import ModelInput, UnbuiltModel, image_field, seed_field
+from retouch.config import Settings
+from retouch.engines.cache import EngineCache
+from retouch.engines.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
+from retouch.models.base import Model, ModelInput, ModelResult, RunContext, image_field, seed_field
+from retouch.models.text_masks import resolve_seed
 
-SchedulerName = Literal[
-    "DDIM",
-    "DPM Multi",
-    "DPM Single",
-    "Euler a",
-    "Euler",
-    "Heun",
-    "DPM2 a Karras",
-    "DPM2 Karras",
-    "LMS",
-    "PNDM",
-    "DDPM",
-    "UniPC",
-]
+SchedulerName = Literal[tuple(SCHEDULERS)]  # type: ignore[valid-type] - the contract's names, listed once
+# A photo whose alpha has at least this share of transparent pixels is a cut-out: its alpha is the subject.
+CUT_OUT_SHARE = 0.01
 
 
 class BgReplaceInput(ModelInput):
     image: str = image_field("The photo whose subject is kept.")
-    ref_image: str = image_field("The picture whose style the new background follows.")
-    prompt: str = Field(min_length=1, max_length=2000, description="The new background, in words.")
-    negative_prompt: str = Field(default="", max_length=2000, description="What the background must not show.")
-    samples: int = Field(default=1, ge=1, le=4, description="How many images to make.")
-    scheduler: SchedulerName = Field(default="DPM2 Karras", description="Diffusion sampler.")
-    num_inference_steps: int = Field(default=25, ge=20, le=100, description="Denoising steps.")
-    guidance_scale: float = Field(default=7.5, ge=1, le=25, description="How closely to follow the prompt.")
+    ref_image: str = image_field("The picture whose style the new background follows (the composite engine's background itself).")
+    prompt: str = Field(min_length=1, max_length=2000, description="The new background, in words (ignored by the composite engine).")
+    negative_prompt: str = Field(default="", max_length=2000, description="What the background must not show (diffusion only).")
+    samples: int = Field(default=1, ge=1, le=4, description="How many images to make (one seed each: seed, seed + 1, ...).")
+    scheduler: SchedulerName = Field(default=DEFAULT_SCHEDULER, description="Diffusion sampler (diffusion only).")
+    num_inference_steps: int = Field(default=25, ge=20, le=100, description="Denoising steps (diffusion only).")
+    guidance_scale: float = Field(default=7.5, ge=1, le=25, description="How closely to follow the prompt (diffusion only).")
     seed: int = seed_field()
-    strength: float = Field(default=1.0, ge=0, le=1, description="How much of the background is repainted.")
-    cn_weight: float = Field(default=0.9, ge=0, le=1, description="ControlNet conditioning scale.")
-    ip_adapter_weight: float = Field(default=0.5, ge=0, le=1, description="IP-Adapter scale (how much ref_image styles it).")
+    strength: float = Field(
+        default=1.0, ge=0, le=1, description="How much of the old background gives way: 1 replaces it, 0 keeps the photo."
+    )
+    cn_weight: float = Field(default=0.9, ge=0, le=1, description="ControlNet conditioning scale (diffusion only).")
+    ip_adapter_weight: float = Field(
+        default=0.5, ge=0, le=1, description="IP-Adapter scale: how much ref_image styles the background (diffusion only)."
+    )
 
 
-class BgReplace(UnbuiltModel):
+def diffusion_installed(settings: Settings) -> bool:
+    """Whether the generative engine can run: its checkpoints pulled and torch with diffusers installed."""
+    from retouch.weights import hub
+
+    return all(hub.is_pulled(name, settings) for name in hub.HUB_GROUPS["bg-replace"]) and all(
+        importlib.util.find_spec(package) is not None for package in ("torch", "diffusers", "transformers")
+    )
+
+
+def subject_mask(image: np.ndarray, masker: Any) -> np.ndarray:
+    """The subject (uint8, 255 = subject): a cut-out's own alpha, else U²-Net's mask."""
+    if image.shape[2] == 4 and np.count_nonzero(image[..., 3] < 255) >= CUT_OUT_SHARE * image[..., 3].size:
+        return np.ascontiguousarray(image[..., 3])
+    return masker.predict(image)
+
+
+class SubjectReplacer:
+    """bg-replace's engine: the mask engine and the engine that replaces the background, both loaded as parts."""
+
+    # Its parts count their own memory in the engine cache.
+    memory_bytes = 0
+
+    def __init__(self, masker: Any, replacer: Any) -> None:
+        self.masker = masker
+        self.replacer = replacer
+        self.name = replacer.name
+
+    def setup(self, device: str) -> None:
+        """Nothing of its own to load: the cache set the parts up as they were made."""
+
+
+class BgReplace(Model):
     slug: ClassVar[str] = "bg-replace"
     Input: ClassVar[type[ModelInput]] = BgReplaceInput
     image_fields: ClassVar[tuple[str, ...]] = ("image", "ref_image")
-    summary: ClassVar[str] = "Subject kept, new background."
+    summary: ClassVar[str] = "Subject kept, new background (offline composite; SDXL inpainting + ControlNet + IP-Adapter when pulled)."
+
+    def engine_name(self, settings: Settings) -> str:
+        if settings.bg_replace_engine == "auto":
+            return "diffusion" if diffusion_installed(settings) else "composite"
+        return settings.bg_replace_engine
 
     def price_units(self, params: ModelInput) -> int:
         assert isinstance(params, BgReplaceInput)
         return params.samples
+
+    def check_ready(self, settings: Settings) -> None:
+        from retouch.weights.store import locate
+
+        locate(settings.background_eraser_model, settings)
+        if self.engine_name(settings) == "diffusion":
+            from retouch.engines.diffusion import DiffusionEngine, import_diffusers
+
+            import_diffusers()
+            DiffusionEngine.from_settings(settings)
+
+    def create_engine(self, settings: Settings, engines: EngineCache) -> Any:
+        from retouch.engines.u2net import U2NetEngine
+
+        variant = settings.background_eraser_model
+        masker = engines.shared(variant, lambda: U2NetEngine.from_settings(settings, variant=variant))
+        if self.engine_name(settings) == "diffusion":
+            from retouch.engines.diffusion import DiffusionEngine
+
+            replacer = engines.shared("sdxl-pipeline", lambda: DiffusionEngine.from_settings(settings))
+        else:
+            from retouch.engines.composite import CompositeEngine
+
+            replacer = CompositeEngine()
+        return SubjectReplacer(masker, replacer)
+
+    def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any, context: RunContext) -> ModelResult:
+        assert isinstance(params, BgReplaceInput)
+        image, reference = images["image"], images["ref_image"]
+        seed = resolve_seed(params.seed)
+        seeds = tuple(seed + index for index in range(params.samples))
+        mask = subject_mask(image, engine.masker)
+        context.step(0.0)
+        if engine.name == "diffusion":
+            from retouch.engines.diffusion import Generation
+
+            generation = Generation(
+                prompt=params.prompt,
+                negative_prompt=params.negative_prompt,
+                scheduler=params.scheduler,
+                num_inference_steps=params.num_inference_steps,
+                guidance_scale=params.guidance_scale,
+                strength=params.strength,
+                cn_weight=params.cn_weight,
+                ip_adapter_weight=params.ip_adapter_weight,
+                seeds=seeds,
+            )
+            outputs = engine.replacer.replace(image, mask, reference, generation, on_step=context.step)
+        else:
+            outputs = engine.replacer.replace(image, mask, reference, seeds, params.strength, on_step=context.step)
+        return ModelResult(images=outputs, metrics={"seed": seed, "seeds": list(seeds)})
 
 
 MODEL = BgReplace()

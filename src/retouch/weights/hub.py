@@ -121,8 +121,85 @@ _MODELS = (
         engine="lama",
         known_sha256=MappingProxyType({"lama_fp32.onnx": "1faef5301d78db7dda502fe59966957ec4b79dd64e16f03ed96913c7a4eb68d6"}),
     ),
+    # bg-replace's generative engine: SDXL inpainting (fp16 files; the VAE comes from the fp16-fix
+    # repository, which does not overflow in half precision), the canny-edge SDXL ControlNet, and the
+    # ViT-H IP-Adapter for SDXL with its image encoder. Commits and sha256 are those other public
+    # projects pin for these same files.
+    HubModel(
+        name="sdxl-inpainting",
+        repo_id="diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
+        revision="115134f363124c53c7d878647567d04daf26e41e",
+        files=(
+            "model_index.json",
+            "scheduler/scheduler_config.json",
+            "text_encoder/config.json",
+            "text_encoder/model.fp16.safetensors",
+            "text_encoder_2/config.json",
+            "text_encoder_2/model.fp16.safetensors",
+            "tokenizer/merges.txt",
+            "tokenizer/special_tokens_map.json",
+            "tokenizer/tokenizer_config.json",
+            "tokenizer/vocab.json",
+            "tokenizer_2/merges.txt",
+            "tokenizer_2/special_tokens_map.json",
+            "tokenizer_2/tokenizer_config.json",
+            "tokenizer_2/vocab.json",
+            "unet/config.json",
+            "unet/diffusion_pytorch_model.fp16.safetensors",
+        ),
+        license="openrail++",
+        engine="diffusion",
+        known_sha256=MappingProxyType(
+            {
+                "unet/diffusion_pytorch_model.fp16.safetensors": "6470840731e98cc16713ddf3ac7ee458c9fdbcb881a98c6727cd4a938f227d3f",
+                "text_encoder/model.fp16.safetensors": "fc83cf401d930147807e7c44021c164bcc5508c9d4cc0ff35f4e354685ca9cd0",
+                "text_encoder_2/model.fp16.safetensors": "a8622bd41f8d359df484fdf9de091edb9337a2fd747f0a5c9c320a62e24d1fd3",
+            }
+        ),
+    ),
+    HubModel(
+        name="sdxl-vae-fp16-fix",
+        repo_id="madebyollin/sdxl-vae-fp16-fix",
+        revision="207b116dae70ace3637169f1ddd2434b91b3a8cd",
+        files=("config.json", "diffusion_pytorch_model.safetensors"),
+        license="mit",
+        engine="diffusion",
+        known_sha256=MappingProxyType(
+            {"diffusion_pytorch_model.safetensors": "1b909373b28f2137098b0fd9dbc6f97f8410854f31f84ddc9fa04b077b0ace2c"}
+        ),
+    ),
+    HubModel(
+        name="controlnet-canny-sdxl",
+        repo_id="diffusers/controlnet-canny-sdxl-1.0",
+        revision="eb115a19a10d14909256db740ed109532ab1483c",
+        files=("config.json", "diffusion_pytorch_model.fp16.safetensors"),
+        license="openrail++",
+        engine="diffusion",
+    ),
+    HubModel(
+        name="ip-adapter-sdxl",
+        repo_id="h94/IP-Adapter",
+        revision="018e402774aeeddd60609b4ecdb7e298259dc729",
+        files=(
+            "sdxl_models/ip-adapter_sdxl_vit-h.safetensors",
+            "models/image_encoder/config.json",
+            "models/image_encoder/model.safetensors",
+        ),
+        license="apache-2.0",
+        engine="diffusion",
+        known_sha256=MappingProxyType(
+            {
+                "sdxl_models/ip-adapter_sdxl_vit-h.safetensors": "ebf05d918348aec7abb02a5e9ecef77e0aaea6914a5c4ea13f50d45eb1681831",
+                "models/image_encoder/model.safetensors": "6ca9667da1ca9e0b0f75e46bb030f7e011f44f86cbfb8d5a36590fcd7507b030",
+            }
+        ),
+    ),
 )
 HUB_MODELS: Mapping[str, HubModel] = MappingProxyType({model.name: model for model in _MODELS})
+# Names that stand for every model one engine needs: `retouch models pull bg-replace`.
+HUB_GROUPS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"bg-replace": ("sdxl-inpainting", "sdxl-vae-fp16-fix", "controlnet-canny-sdxl", "ip-adapter-sdxl")}
+)
 
 
 class HubPullError(WeightsInstallError):
@@ -150,7 +227,16 @@ def hub_model(name: str) -> HubModel:
     try:
         return HUB_MODELS[name]
     except KeyError:
-        raise InvalidInput(f"unknown hub model {name!r}; known hub models are: {', '.join(sorted(HUB_MODELS))}") from None
+        known = ", ".join([*sorted(HUB_MODELS), *(f"{group} (all of {', '.join(members)})" for group, members in HUB_GROUPS.items())])
+        raise InvalidInput(f"unknown hub model {name!r}; known hub models are: {known}") from None
+
+
+def expand(names: Iterable[str]) -> list[str]:
+    """The hub model names, with each group name (``bg-replace``) replaced by its members, without repeats."""
+    expanded: list[str] = []
+    for name in names:
+        expanded.extend(HUB_GROUPS.get(name, (name,)))
+    return list(dict.fromkeys(expanded))
 
 
 def hub_path(name: str, settings: Settings) -> Path:
@@ -243,15 +329,22 @@ def _manual_instructions(model: HubModel, settings: Settings) -> str:
     )
 
 
-def unreachable_error(model: HubModel, settings: Settings, reason: str) -> HubUnreachable:
-    """The error of a pull that cannot reach the hub: why, and how to put the files in place by hand."""
+def unreachable_error(model: HubModel, settings: Settings, reason: str, also: Iterable[HubModel] = ()) -> HubUnreachable:
+    """The error of a pull that cannot reach the hub: why, and how to put the files in place by hand
+    (for ``model`` and for the models in ``also`` that the same pull would have fetched)."""
+    models = [model, *also]
+    instructions = " ".join(_manual_instructions(each, settings) for each in models)
     return HubUnreachable(
-        f"this machine cannot reach the model hub to pull {model.name} ({reason}). {_manual_instructions(model, settings)}",
+        f"this machine cannot reach the model hub to pull {', '.join(each.name for each in models)} ({reason}). {instructions}",
         {
             "model": model.name,
             "folder": str(hub_path(model.name, settings)),
             "repo_id": model.repo_id,
             "revision": model.revision,
+            "models": [
+                {"model": each.name, "folder": str(hub_path(each.name, settings)), "repo_id": each.repo_id, "revision": each.revision}
+                for each in models
+            ],
         },
     )
 
@@ -448,9 +541,13 @@ def pull(
     reached, :class:`HubPullError` when a file is refused or does not match the hub's checksum
     (nothing of that model is kept then).
     """
-    models = [hub_model(name) for name in dict.fromkeys(names)]
+    models = [hub_model(name) for name in expand(names)]
     metadata = metadata or hub_metadata
     download = download or hub_download
+    wanted = [model for model in models if force or not is_pulled(model.name, settings)]
+    if wanted and offline_mode():
+        # At once, and for every model the pull needed: a group's user learns all that is to copy, not only the first.
+        raise unreachable_error(wanted[0], settings, "offline mode is on: HF_HUB_OFFLINE is set", also=wanted[1:])
     folders = []
     for model in models:
         if not force and is_pulled(model.name, settings):
