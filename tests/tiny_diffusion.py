@@ -5,7 +5,8 @@ engine loads it with its real loading code (`from_pretrained`, `load_ip_adapter`
 `retouch models pull --trust-local` accepts it as a pulled model. Nothing is downloaded: the CLIP
 tokenizers are a byte-level vocabulary made here, without merges.
 
-The sizes follow diffusers' own fast pipeline tests (32/64 channels, 2 blocks, 5-layer text encoders).
+The sizes follow diffusers' own fast pipeline tests (32/64 channels, 2 blocks, 5-layer text encoders), but
+the VAE and the ControlNet's condition encoder scale by 8 as SDXL's do.
 """
 
 from __future__ import annotations
@@ -73,14 +74,10 @@ def _unet_kwargs() -> dict[str, object]:
 
 def write_pipeline(folder: Path) -> None:
     """The SDXL inpainting repository's layout: UNet (9 input channels), both text encoders and tokenizers, scheduler."""
-    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=32, in_channels=9, out_channels=4, up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), **_unet_kwargs()
-    )
-    unet.save_pretrained(folder / "unet", variant="fp16")
+    _tiny_unet().save_pretrained(folder / "unet", variant="fp16")
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, steps_offset=1, beta_schedule="scaled_linear", timestep_spacing="leading"
     )
@@ -124,12 +121,18 @@ def write_vae(folder: Path) -> None:
     from diffusers import AutoencoderKL
 
     torch.manual_seed(3)
+    # Four blocks, as SDXL's VAE has: latents an eighth of the image's side (with two, a 1024-pixel image
+    # would have 512 x 512 latents, and attention over them takes minutes).
     vae = AutoencoderKL(
-        block_out_channels=[32, 64],
+        block_out_channels=[8, 8, 16, 16],
+        layers_per_block=1,
+        norm_num_groups=8,
+        # Without the attention over all latents in its middle, which is most of a tiny VAE's time at 1024 pixels.
+        mid_block_add_attention=False,
         in_channels=3,
         out_channels=3,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
         latent_channels=4,
         # As the fp16-fix VAE's config says: it runs in half precision without being cast up.
         force_upcast=False,
@@ -141,7 +144,8 @@ def write_controlnet(folder: Path) -> None:
     from diffusers import ControlNetModel
 
     torch.manual_seed(4)
-    controlnet = ControlNetModel(in_channels=4, conditioning_embedding_out_channels=(16, 32), **_unet_kwargs())
+    # The condition is brought down to the latents' size, an eighth: three halvings.
+    controlnet = ControlNetModel(in_channels=4, conditioning_embedding_out_channels=(16, 16, 32, 32), **_unet_kwargs())
     # A new ControlNet's output convolutions start at zero (it adds nothing until trained): give them weights,
     # as a trained one has, so that its condition and cn_weight change what it adds.
     with torch.no_grad():
@@ -151,52 +155,65 @@ def write_controlnet(folder: Path) -> None:
     controlnet.save_pretrained(folder, variant="fp16")
 
 
-def _cross_attention_processors() -> list[tuple[str, int]]:
-    """(name, hidden size) of each of the tiny UNet's attention processors, in the UNet's order; 0 for self-attention."""
+def _tiny_unet():
     from diffusers import UNet2DConditionModel
 
-    unet = UNet2DConditionModel(
+    torch.manual_seed(0)
+    return UNet2DConditionModel(
         sample_size=32, in_channels=9, out_channels=4, up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), **_unet_kwargs()
     )
+
+
+def ip_adapter_tensors(unet, image_embedding: int, seed: int = 5) -> dict[str, torch.Tensor]:
+    """An IP-Adapter checkpoint for `unet`, random, in the original checkpoints' layout: the projection
+    ("image_proj.") and each cross-attention layer's key and value weights ("ip_adapter.N.", numbered
+    1, 3, 5, ... in the UNet's order of attention processors, as the originals are)."""
+    generator = torch.Generator().manual_seed(seed)
+    cross_attention_dim = unet.config.cross_attention_dim
     channels = list(unet.config.block_out_channels)
-    processors = []
-    for name in unet.attn_processors:
-        if name.endswith("attn1.processor"):
-            processors.append((name, 0))
-        elif name.startswith("mid_block"):
-            processors.append((name, channels[-1]))
-        elif name.startswith("up_blocks"):
-            processors.append((name, list(reversed(channels))[int(name[len("up_blocks.")])]))
-        else:
-            processors.append((name, channels[int(name[len("down_blocks.")])]))
-    return processors
-
-
-def write_ip_adapter(folder: Path) -> None:
-    """IP-Adapter's checkpoint layout: the projection ("image_proj.") and the cross-attention key/value
-    weights ("ip_adapter.N."), numbered as the original checkpoints are, and a CLIP vision encoder."""
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    generator = torch.Generator().manual_seed(5)
 
     def random(*shape: int) -> torch.Tensor:
         return (torch.randn(*shape, generator=generator) * 0.05).to(torch.float16)
 
     tokens = 4
     tensors = {
-        "image_proj.proj.weight": random(tokens * CROSS_ATTENTION_DIM, IMAGE_PROJECTION),
-        "image_proj.proj.bias": random(tokens * CROSS_ATTENTION_DIM),
-        "image_proj.norm.weight": torch.ones(CROSS_ATTENTION_DIM, dtype=torch.float16),
-        "image_proj.norm.bias": torch.zeros(CROSS_ATTENTION_DIM, dtype=torch.float16),
+        "image_proj.proj.weight": random(tokens * cross_attention_dim, image_embedding),
+        "image_proj.proj.bias": random(tokens * cross_attention_dim),
+        "image_proj.norm.weight": torch.ones(cross_attention_dim, dtype=torch.float16),
+        "image_proj.norm.bias": torch.zeros(cross_attention_dim, dtype=torch.float16),
     }
-    # The original checkpoints number the cross-attention layers 1, 3, 5, ... (the self-attention ones between them hold nothing).
-    cross_attention = [hidden for _, hidden in _cross_attention_processors() if hidden]
-    for index, hidden in enumerate(cross_attention):
-        tensors[f"ip_adapter.{2 * index + 1}.to_k_ip.weight"] = random(hidden, CROSS_ATTENTION_DIM)
-        tensors[f"ip_adapter.{2 * index + 1}.to_v_ip.weight"] = random(hidden, CROSS_ATTENTION_DIM)
+    index = 1
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        if name.startswith("mid_block"):
+            hidden = channels[-1]
+        elif name.startswith("up_blocks"):
+            hidden = list(reversed(channels))[int(name[len("up_blocks.")])]
+        else:
+            hidden = channels[int(name[len("down_blocks.")])]
+        tensors[f"ip_adapter.{index}.to_k_ip.weight"] = random(hidden, cross_attention_dim)
+        tensors[f"ip_adapter.{index}.to_v_ip.weight"] = random(hidden, cross_attention_dim)
+        index += 2
+    return tensors
+
+
+def as_state_dict(tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """A checkpoint's flat tensors as the nested dict diffusers' IP-Adapter loader takes."""
+    nested: dict[str, dict[str, torch.Tensor]] = {"image_proj": {}, "ip_adapter": {}}
+    for key, value in tensors.items():
+        part, _, name = key.partition(".")
+        nested[part][name] = value
+    return nested
+
+
+def write_ip_adapter(folder: Path) -> None:
+    """The IP-Adapter repository's layout: the adapter's safetensors and a CLIP vision encoder."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
     weights = folder / IP_ADAPTER_WEIGHTS
     weights.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(weights))
+    save_file(ip_adapter_tensors(_tiny_unet(), IMAGE_PROJECTION), str(weights))
     torch.manual_seed(6)
     encoder = CLIPVisionModelWithProjection(
         CLIPVisionConfig(

@@ -132,6 +132,20 @@ def estimate_foreground(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """
     pixels = image[..., :3].astype(np.float32) * np.float32(1.0 / 255.0)
     wide, narrow = _radius(image.shape, WIDE_SHARE, least=3), _radius(image.shape, NARROW_SHARE, least=3)
+    # Only the fringe (0 < alpha < 1) needs an estimate: solid pixels are their own colour, clear ones are not shown.
+    # Work on its bounding box, widened by the wide radius that its means reach over.
+    rows, columns = np.nonzero((alpha > 0.0) & (alpha < 1.0))
+    if rows.size == 0:
+        return pixels
+    top, bottom = max(0, rows.min() - wide), min(alpha.shape[0], rows.max() + wide + 1)
+    left, right = max(0, columns.min() - wide), min(alpha.shape[1], columns.max() + wide + 1)
+    box = (slice(top, bottom), slice(left, right))
+    result = pixels.copy()
+    result[box] = _estimate(pixels[box], alpha[box], wide, narrow)
+    return result
+
+
+def _estimate(pixels: np.ndarray, alpha: np.ndarray, wide: int, narrow: int) -> np.ndarray:
     foreground, background = _fuse(pixels, pixels, pixels, alpha, wide, reduce=max(1, wide // WIDE_REDUCTION_BOX))
     foreground, background = _fuse(pixels, foreground, background, alpha, narrow)
     weight = alpha[..., np.newaxis]
@@ -157,9 +171,9 @@ def blend(foreground: np.ndarray, alpha: np.ndarray, background: np.ndarray) -> 
 
 def paste_subject(original: np.ndarray, mask: np.ndarray, generated: np.ndarray) -> np.ndarray:
     """`generated` with the subject of `original` laid back over it: wherever mask is 255 the pixels are
-    the original's, bit for bit; along the soft edge the two mix by the mask, the subject's fringe
-    decontaminated first so that no old background returns with it."""
-    alpha = alpha_of(mask)
+    the original's, bit for bit; along the soft edge the two mix by the refined alpha, the subject's
+    fringe decontaminated first so that no old background returns with it."""
+    alpha = refine_alpha(original, mask)
     foreground = estimate_foreground(original, alpha)
     result = blend(foreground, alpha, generated)
     solid = mask == 255

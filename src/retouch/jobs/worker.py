@@ -148,6 +148,7 @@ class WorkerPool:
         self._threads: list[threading.Thread] = []
         self._retired: set[threading.Thread] = set()
         self._maintenance: threading.Thread | None = None
+        self._warming: threading.Thread | None = None
         self._tick = max(0.05, min(1.0, settings.lease / 6))
 
     # ---- lifecycle ----
@@ -159,7 +160,8 @@ class WorkerPool:
         self._maintenance = threading.Thread(target=self._maintain, name="retouch-worker-maintenance", daemon=True)
         self._maintenance.start()
         if warm_up:
-            threading.Thread(target=self.warm_up, name="retouch-warm-up", daemon=True).start()
+            self._warming = threading.Thread(target=self.warm_up, name="retouch-warm-up", daemon=True)
+            self._warming.start()
 
     def _start_thread(self) -> None:
         thread = threading.Thread(target=self._serve, name=f"retouch-worker-{len(self._threads)}", daemon=True)
@@ -181,6 +183,10 @@ class WorkerPool:
                 thread.join(0.2)
         if self._maintenance is not None:
             self._maintenance.join(timeout=5)
+        if self._warming is not None:
+            # An engine half loaded (a compile, a session being made) when the process exits aborts it
+            # from native code: let the one being loaded finish; warm_up starts no other.
+            self._warming.join()
         try:
             self.backend.store.forget_worker(self.worker_id)
         except BackendUnavailable:
@@ -199,6 +205,8 @@ class WorkerPool:
     def warm_up(self) -> None:
         """Load the engines whose weights are installed, so that the first request does not pay for it."""
         for slug in self.slugs:
+            if self._stopping.is_set():
+                return
             model = self.models[slug]
             if model.built and model.weights_installed(self.settings):
                 try:
