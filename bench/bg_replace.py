@@ -169,12 +169,18 @@ def bench_diffusion_overhead(rounds: int, steps: int) -> float:
 def bench_real_size(rounds: int) -> None:
     """SDXL's real architecture, random weights, on the GPU: seconds per request at 1024 pixels and 25 steps."""
     import torch
-    from diffusers import AutoencoderKL, ControlNetModel, EulerDiscreteScheduler, StableDiffusionXLControlNetInpaintPipeline
-    from diffusers import UNet2DConditionModel
+    from diffusers import AutoencoderKL, ControlNetModel, EulerDiscreteScheduler, StableDiffusionXLControlNetInpaintPipeline, UNet2DConditionModel
     from PIL import Image
-    from tiny_diffusion import as_state_dict, ip_adapter_tensors
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionConfig
-    from transformers import CLIPVisionModelWithProjection
+    from tiny_diffusion import as_state_dict, byte_vocabulary, ip_adapter_tensors
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
 
     device, dtype = ("cuda", torch.float16) if torch.cuda.is_available() else ("cpu", torch.float32)
     sdxl = {
@@ -202,13 +208,10 @@ def bench_real_size(rounds: int) -> None:
     clip_l = CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12, projection_dim=768)
     clip_g = CLIPTextConfig(hidden_size=1280, intermediate_size=5120, num_attention_heads=20, num_hidden_layers=32, projection_dim=1280,
                             hidden_act="gelu")  # fmt: skip
-    vocabulary = {chr(code): code - 32 for code in range(33, 127)}
-    vocabulary.update({"<|startoftext|>": len(vocabulary), "<|endoftext|>": len(vocabulary) + 1})
-    tokenizer = CLIPTokenizer(vocab=vocabulary, merges=[])
-    image_encoder = CLIPVisionModelWithProjection(
-        CLIPVisionConfig(hidden_size=1280, intermediate_size=5120, num_attention_heads=16, num_hidden_layers=32, patch_size=14,
-                         image_size=224, projection_dim=1024)  # fmt: skip
-    )
+    tokenizer = CLIPTokenizer(vocab=byte_vocabulary(), merges=[], model_max_length=77)
+    vit_h = CLIPVisionConfig(hidden_size=1280, intermediate_size=5120, num_attention_heads=16, num_hidden_layers=32, patch_size=14,
+                             image_size=224, projection_dim=1024)  # fmt: skip
+    image_encoder = CLIPVisionModelWithProjection(vit_h)
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading")
     pipeline = StableDiffusionXLControlNetInpaintPipeline(
         vae=vae,
@@ -220,6 +223,7 @@ def bench_real_size(rounds: int) -> None:
         controlnet=controlnet,
         scheduler=scheduler,
         image_encoder=image_encoder,
+        feature_extractor=CLIPImageProcessor(size=224, crop_size=224),
         requires_aesthetics_score=False,
     )
     pipeline.unet._load_ip_adapter_weights([as_state_dict(ip_adapter_tensors(unet, image_embedding=1024))])

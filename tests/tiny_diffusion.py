@@ -29,7 +29,7 @@ TEXT_PROJECTION = 32
 IMAGE_PROJECTION = 32
 
 
-def _byte_vocabulary() -> dict[str, int]:
+def byte_vocabulary() -> dict[str, int]:
     """Every byte as a token (GPT-2's byte-to-unicode map), alone and as a word's end, and CLIP's two specials."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     codes, extra = printable[:], 0
@@ -47,7 +47,7 @@ def _byte_vocabulary() -> dict[str, int]:
 
 def _write_tokenizer(folder: Path) -> int:
     folder.mkdir(parents=True, exist_ok=True)
-    vocabulary = _byte_vocabulary()
+    vocabulary = byte_vocabulary()
     (folder / "vocab.json").write_text(json.dumps(vocabulary), encoding="utf-8")
     (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
     specials = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}

@@ -43,11 +43,23 @@ def test_pull_offline_fails_at_once_naming_the_folder(tmp_path):
     assert "lama_fp32.onnx" in result.output
 
 
+def test_pulling_bg_replace_offline_names_all_four_folders(tmp_path):
+    env = {"RETOUCH_WEIGHTS_DIR": str(tmp_path), "RETOUCH_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    result = runner.invoke(app, ["models", "pull", "bg-replace"], env=env)
+    assert result.exit_code == 1
+    output = result.output.replace("\n", "")
+    for name in ("sdxl-inpainting", "sdxl-vae-fp16-fix", "controlnet-canny-sdxl", "ip-adapter-sdxl"):
+        assert str(tmp_path / "hub" / name) in output
+    assert "unet/diffusion_pytorch_model.fp16.safetensors" in output and "h94/IP-Adapter" in output
+    assert not (tmp_path / "hub" / "sdxl-inpainting").exists()
+
+
 def test_models_list_shows_the_hub_models(tmp_path):
     result = runner.invoke(app, ["models", "list"], env={"RETOUCH_WEIGHTS_DIR": str(tmp_path), "RETOUCH_HOME": str(tmp_path)})
     assert result.exit_code == 0
-    for name in ("owlv2", "sam", "lama"):
+    for name in ("owlv2", "sam", "lama", "sdxl-inpainting", "controlnet-canny-sdxl"):
         assert any(line.split()[:1] == [name] and "missing" in line for line in result.output.splitlines())
+    assert any(line.split()[:2] == ["bg-replace", "pulls"] for line in result.output.splitlines())
 
 
 def test_a_lease_not_well_above_the_store_timeout_is_refused(tmp_path):
