@@ -69,14 +69,16 @@ def test_a_cut_out_is_taken_by_its_own_alpha():
 
     cut_out = np.zeros((40, 50, 4), np.uint8)
     cut_out[10:30, 10:40] = (200, 100, 50, 255)
-    assert np.array_equal(subject_mask(cut_out, MustNotBeAsked()), cut_out[..., 3])
+    mask, is_cut_out = subject_mask(cut_out, MustNotBeAsked())
+    assert is_cut_out and np.array_equal(mask, cut_out[..., 3])
     opaque = np.full((40, 50, 4), 255, np.uint8)
 
     class Answers:
         def predict(self, image):
             return np.full(image.shape[:2], 7, np.uint8)
 
-    assert np.all(subject_mask(opaque, Answers()) == 7)
+    mask, is_cut_out = subject_mask(opaque, Answers())
+    assert not is_cut_out and np.all(mask == 7)
 
 
 def test_an_unknown_scheduler_is_400_naming_the_allowed_ones(client):

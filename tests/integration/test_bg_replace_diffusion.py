@@ -130,6 +130,8 @@ def test_working_size_and_the_control_image():
     height, width = working_size(3000, 4000, 1024)
     assert height % 64 == 0 and width % 64 == 0 and abs(height * width - 1024 * 1024) / (1024 * 1024) < 0.1
     assert working_size(10, 10, 64) == (64, 64)
+    # A panorama: no side past twice the resolution, none under 64.
+    assert working_size(1, 4096, 1024) == (64, 2048) and working_size(4096, 16, 1024) == (2048, 64)
     image, mask = product_photo()
     edges = subject_edges(image, mask)
     assert edges.shape == image.shape and set(np.unique(edges)) <= {0, 255}

@@ -126,3 +126,17 @@ def test_using_a_composite_keeps_its_parts(tmp_path):
     with engines.use(composite):
         engines.get(SizedModel("newcomer", 50, closed))
         assert {"composite", "refiner"} <= set(engines.loaded())
+
+
+def test_an_engine_bigger_than_the_budget_stays_loaded_between_its_jobs(tmp_path):
+    """A diffusion pipeline larger than the budget alone is kept: unloading it after each job would reload it for the next."""
+    closed: list[str] = []
+    engines = cache(tmp_path, 50)
+    huge = SizedModel("huge", 100, closed)
+    for _ in range(3):
+        with engines.use(huge):
+            pass
+    assert engines.loads == 1 and engines.loaded() == ["huge"] and closed == []
+    # Another engine asked for: the idle huge one makes room.
+    engines.get(SizedModel("small", 10, closed))
+    assert engines.loaded() == ["small"] and closed == ["huge"]

@@ -369,3 +369,22 @@ def test_group_names_expand_and_unknown_names_list_the_groups(settings: Settings
     assert hub.expand(["lama", "bg-replace", "lama"]) == ["lama", *hub.HUB_GROUPS["bg-replace"]]
     with pytest.raises(InvalidInput, match=r"bg-replace \(all of sdxl-inpainting"):
         hub.hub_model("sdxl")
+
+
+@pytest.mark.usefixtures("bg_replace_without_pinned_digests")
+def test_a_hub_lost_partway_through_the_group_names_what_is_left(settings: Settings) -> None:
+    fake = FakeHub()
+    group = hub.HUB_GROUPS["bg-replace"]
+
+    def metadata(model: HubModel, filename: str, endpoint: str | None) -> FakeMetadata:
+        if model.name == group[1]:
+            raise ConnectionError("connection refused")
+        return fake.metadata(model, filename, endpoint)
+
+    with pytest.raises(HubUnreachable) as caught:
+        hub.pull(["bg-replace"], settings, metadata=metadata, download=fake.download)
+    assert hub.is_pulled(group[0], settings)
+    assert [entry["model"] for entry in caught.value.details["models"]] == list(group[1:])
+    assert "connection refused" in caught.value.message
+    for name in group[1:]:
+        assert str(hub.hub_path(name, settings)) in caught.value.message

@@ -8,7 +8,8 @@ import pytest
 from skimage import data
 
 from retouch.engines.composite import CompositeEngine, contact_shadow, cover_crop, harmonize
-from retouch.imaging.matting import alpha_of, blend, estimate_foreground, paste_subject, refine_alpha
+from retouch.engines.diffusion import adapter_reference
+from retouch.imaging.matting import alpha_of, blend, cut_out, estimate_foreground, paste_subject, refine_alpha
 
 GREEN = np.array([0, 255, 0], np.float32)
 
@@ -142,3 +143,20 @@ def test_strength_is_how_far_the_old_background_gives_way(strength: float):
     if strength == 0.0:
         assert np.array_equal(output, photo)
     assert background.any()
+
+
+def test_a_cut_outs_own_alpha_is_taken_as_it_is():
+    """A cut-out's partial transparency (a baked-in shadow, glass) is kept: no settling, no guided filter."""
+    photo, mask, _ = green_screen(128)
+    mask = mask.copy()
+    mask[:20, :20] = 100  # far from the outline: a predicted mask would be settled to 0 there
+    assert np.array_equal(cut_out(photo, mask, refine=False).alpha, alpha_of(mask))
+    assert np.all(cut_out(photo, mask).alpha[:20, :20] == 0.0)
+    kept = CompositeEngine().replace(photo, mask, np.zeros_like(photo), seeds=(1,), strength=1.0, refine=False)[0]
+    assert kept[5:15, 5:15].mean() > 10
+
+
+def test_the_adapters_reference_is_bounded():
+    assert adapter_reference(np.zeros((1, 4000, 3), np.uint8)).shape == (1, 2, 3)
+    assert adapter_reference(np.zeros((3000, 1000, 4), np.uint8)).shape == (448, 224, 3)
+    assert adapter_reference(np.zeros((100, 150, 3), np.uint8)).shape == (100, 150, 3)

@@ -100,7 +100,8 @@ class EngineCache:
                     if entry is not None:
                         entry.in_use -= 1
                         entry.last_used = time.monotonic()
-            self._enforce_budget()
+            # The engine just used is kept even alone over the budget: unloading it would reload it for the next request.
+            self._enforce_budget(keep=name)
 
     def shared(self, name: str, factory: Callable[[], Any]) -> Any:
         """The engine called `name`, made by `factory` and set up the first time it is asked for."""

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from retouch.imaging.matting import blend, estimate_foreground, refine_alpha
+from retouch.imaging.matting import Subject, cut_out, lay_over
 
 MAX_ZOOM = 1.3
 # How far the subject's colour statistics move toward the background's (0: not at all, 1: all the way).
@@ -38,20 +38,21 @@ FOOTPRINT_SHARE = 0.08
 
 
 def cover_crop(reference: np.ndarray, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
-    """`reference` (RGB) scaled to cover height x width, zoomed by 1 to MAX_ZOOM, and cropped at a random place."""
+    """`reference` (RGB) scaled to cover height x width, zoomed by 1 to MAX_ZOOM, and cropped at a random place.
+
+    The window is chosen in the reference's own pixels and only it is resized: a thin reference behind a
+    large photo never becomes a huge intermediate."""
     source_height, source_width = reference.shape[:2]
     scale = max(height / source_height, width / source_width) * float(rng.uniform(1.0, MAX_ZOOM))
-    scaled_width = max(width, int(np.ceil(source_width * scale)))
-    scaled_height = max(height, int(np.ceil(source_height * scale)))
-    shrinking = scaled_width * scaled_height < source_width * source_height
-    scaled = cv2.resize(
-        np.ascontiguousarray(reference[..., :3]),
-        (scaled_width, scaled_height),
-        interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC,
-    )
-    top = int(rng.integers(0, scaled_height - height + 1))
-    left = int(rng.integers(0, scaled_width - width + 1))
-    return scaled[top : top + height, left : left + width]
+    window_height, window_width = min(source_height, height / scale), min(source_width, width / scale)
+    top = float(rng.uniform(0.0, source_height - window_height))
+    left = float(rng.uniform(0.0, source_width - window_width))
+    first_row, first_column = int(top), int(left)
+    last_row = min(source_height, max(first_row + 1, round(top + window_height)))
+    last_column = min(source_width, max(first_column + 1, round(left + window_width)))
+    window = np.ascontiguousarray(reference[first_row:last_row, first_column:last_column, :3])
+    shrinking = window.shape[0] * window.shape[1] > height * width
+    return cv2.resize(window, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
 
 
 def _lab(rgb: np.ndarray) -> np.ndarray:
@@ -105,20 +106,26 @@ def contact_shadow(alpha: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(shadow, (0, 0), sigma)
 
 
-def compose(image: np.ndarray, mask: np.ndarray, reference: np.ndarray, seeds: tuple[int, ...], strength: float) -> list[np.ndarray]:
+def compose(
+    image: np.ndarray, mask: np.ndarray, reference: np.ndarray, seeds: tuple[int, ...], strength: float, refine: bool = True
+) -> list[np.ndarray]:
     """One RGB uint8 composite per seed of the photo's subject (where `mask` is 255) over the reference."""
-    rgb = np.ascontiguousarray(image[..., :3])
-    height, width = rgb.shape[:2]
-    alpha = refine_alpha(rgb, mask)
-    foreground = estimate_foreground(rgb, alpha)
-    shade = (1.0 - SHADOW_OPACITY * strength * contact_shadow(alpha))[..., np.newaxis]
-    photo = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
+    subject = cut_out(image, mask, refine)
+    height, width = subject.pixels.shape[:2]
+    shade = (1.0 - SHADOW_OPACITY * strength * contact_shadow(subject.alpha))[..., np.newaxis]
+    photo = subject.pixels.astype(np.float32) * np.float32(1.0 / 255.0)
     outputs = []
     for seed in seeds:
         background = cover_crop(reference, height, width, np.random.default_rng(seed)).astype(np.float32) * np.float32(1.0 / 255.0)
         if strength < 1.0:
             background = strength * background + (1.0 - strength) * photo
-        outputs.append(blend(harmonize(foreground, alpha, background, HARMONY * strength), alpha, background * shade))
+        harmonized = Subject(
+            pixels=subject.pixels,
+            alpha=subject.alpha,
+            foreground=harmonize(subject.foreground, subject.alpha, background, HARMONY * strength),
+            solid=np.zeros_like(subject.solid),
+        )
+        outputs.append(lay_over(harmonized, background * shade))
     return outputs
 
 
@@ -138,12 +145,13 @@ class CompositeEngine:
         seeds: tuple[int, ...],
         strength: float,
         on_step: Callable[[float], None] | None = None,
+        refine: bool = True,
     ) -> list[np.ndarray]:
-        """One composite per seed; `on_step(1.0)` when they are made."""
+        """One composite per seed; `on_step(1.0)` when they are made. `refine=False` for a cut-out's own alpha."""
         if strength <= 0.0:
             outputs = [np.ascontiguousarray(image[..., :3]).copy() for _ in seeds]
         else:
-            outputs = compose(image, mask, reference, seeds, strength)
+            outputs = compose(image, mask, reference, seeds, strength, refine)
         if on_step is not None:
             on_step(1.0)
         return outputs

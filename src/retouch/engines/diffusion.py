@@ -29,6 +29,7 @@ up, not when this module is imported.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import threading
@@ -44,7 +45,7 @@ import numpy as np
 from retouch.config import Settings
 from retouch.engines.schedulers import SCHEDULERS
 from retouch.errors import InvalidInput, ServiceUnavailable, WeightsMissing
-from retouch.imaging.matting import paste_subject
+from retouch.imaging.matting import cut_out, lay_over
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +57,17 @@ IP_ADAPTER_WEIGHTS = "sdxl_models/ip-adapter_sdxl_vit-h.safetensors"
 IMAGE_ENCODER_FOLDER = "models/image_encoder"
 FULL_EXTRA_HINT = "install retouch's `full` extra (torch, diffusers, transformers): pip install 'retouch[full]'"
 PULL_HINT = "run `retouch models pull bg-replace` (or set RETOUCH_BG_REPLACE_ENGINE=composite)"
+# The working size's longer side is at most this many times the resolution.
+MAX_SIDE_FACTOR = 2
 # The working size's sides are multiples of this (the VAE's 8 times the UNet's downsampling).
 SIDE_MULTIPLE = 64
 # The subject's core that the inpainting keeps: the mask eroded by this share of the working side, so
 # the generator repaints under the soft edge that the paste-back blends.
 CORE_EROSION_SHARE = 0.008
 CANNY_LOW, CANNY_HIGH = 100, 200
+REFERENCE_SIDE = 448
+# The pipeline's own settings, carried into each request's pipeline object.
+PIPELINE_FLAGS = ("requires_aesthetics_score", "force_zeros_for_empty_prompt")
 
 
 @dataclass(frozen=True)
@@ -90,8 +96,11 @@ def import_diffusers() -> Any:
 
 
 def working_size(height: int, width: int, resolution: int) -> tuple[int, int]:
-    """(height, width) with the photo's aspect ratio, an area of about resolution², both multiples of 64."""
+    """(height, width) with the photo's aspect ratio, an area of about resolution², both multiples of 64;
+    the longer side at most MAX_SIDE_FACTOR x resolution (SDXL's widest training shapes are about 4:1),
+    so a panorama is worked smaller rather than as a strip the model never saw."""
     scale = math.sqrt(resolution * resolution / float(height * width))
+    scale = min(scale, MAX_SIDE_FACTOR * resolution / float(max(height, width)))
 
     def side(length: int) -> int:
         return max(SIDE_MULTIPLE, round(length * scale / SIDE_MULTIPLE) * SIDE_MULTIPLE)
@@ -117,6 +126,24 @@ def repaint_mask(mask: np.ndarray) -> np.ndarray:
     return 255 - core
 
 
+def adapter_reference(reference: np.ndarray) -> np.ndarray:
+    """`ref_image` as the IP-Adapter's image encoder should get it: its centre, at most 2:1, at most REFERENCE_SIDE
+    on its longer side (the encoder sees a 224-pixel square; a panorama given whole would be resized to a huge strip)."""
+    rgb = np.ascontiguousarray(reference[..., :3])
+    height, width = rgb.shape[:2]
+    if width > 2 * height:
+        left = (width - 2 * height) // 2
+        rgb = rgb[:, left : left + 2 * height]
+    elif height > 2 * width:
+        top = (height - 2 * width) // 2
+        rgb = rgb[top : top + 2 * width]
+    longer = max(rgb.shape[:2])
+    if longer > REFERENCE_SIDE:
+        scale = REFERENCE_SIDE / longer
+        rgb = cv2.resize(rgb, (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(rgb)
+
+
 def _resize(array: np.ndarray, width: int, height: int) -> np.ndarray:
     if array.shape[1] == width and array.shape[0] == height:
         return array
@@ -132,6 +159,12 @@ def make_scheduler(name: str, config: Any) -> Any:
     except KeyError:
         raise InvalidInput(f"scheduler={name!r} is not one of: {', '.join(SCHEDULERS)}") from None
     return getattr(diffusers, class_name).from_config(config, **extra)
+
+
+def _free_memory(torch: Any) -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class DiffusionEngine:
@@ -209,32 +242,51 @@ class DiffusionEngine:
                     image_encoder_folder=IMAGE_ENCODER_FOLDER,
                     local_files_only=True,
                 )
-            except (OSError, ValueError, KeyError, RuntimeError) as error:
+                pipeline.to(self.device)
+            except MemoryError as error:
+                raise ServiceUnavailable(f"bg-replace's diffusion engine does not fit in this machine's memory: {error}") from error
+            except RuntimeError as error:
+                if isinstance(error, torch.OutOfMemoryError) or "alloc" in str(error).lower():
+                    _free_memory(torch)
+                    raise ServiceUnavailable(
+                        f"bg-replace's diffusion engine does not fit in {self.device} memory ({error}); free memory, "
+                        "or set RETOUCH_BG_REPLACE_ENGINE=composite"
+                    ) from error
+                raise WeightsMissing(
+                    f"bg-replace's diffusion engine could not load its checkpoints from {', '.join(str(path) for path in folders.values())}: "
+                    f"{error}; run `retouch models pull --force bg-replace`"
+                ) from error
+            except (OSError, ValueError, KeyError) as error:
                 raise WeightsMissing(
                     f"bg-replace's diffusion engine could not load its checkpoints from {', '.join(str(path) for path in folders.values())}: "
                     f"{error}; run `retouch models pull --force bg-replace`"
                 ) from error
             finally:
                 diffusers_logging.set_verbosity(verbosity)
-            pipeline.to(self.device)
             pipeline.set_progress_bar_config(disable=True)
+            # The engine cache's budget is this machine's memory: weights on a GPU do not count against it.
             self.memory_bytes = sum(
                 parameter.numel() * parameter.element_size()
                 for module in pipeline.components.values()
                 if isinstance(module, torch.nn.Module)
                 for parameter in module.parameters()
+                if parameter.device.type == "cpu"
             )
             self.pipeline = pipeline
             logger.info("diffusion engine on %s (%s, %.1f GB of weights)", self.device, self.dtype, self.memory_bytes / 1e9)
 
     def close(self) -> None:
         self.pipeline = None
+        import torch
+
+        _free_memory(torch)
 
     def _pipeline_for(self, scheduler: str) -> Any:
         """A pipeline object of this request's own: the loaded modules, a fresh scheduler."""
         components = dict(self.pipeline.components)
         components["scheduler"] = make_scheduler(scheduler, self.pipeline.scheduler.config)
-        pipeline = type(self.pipeline)(**components)
+        flags = {name: self.pipeline.config[name] for name in PIPELINE_FLAGS if name in self.pipeline.config}
+        pipeline = type(self.pipeline)(**components, **flags)
         pipeline.set_progress_bar_config(disable=True)
         return pipeline
 
@@ -245,10 +297,11 @@ class DiffusionEngine:
         reference: np.ndarray,
         generation: Generation,
         on_step: Callable[[float], None] | None = None,
+        refine: bool = True,
     ) -> list[np.ndarray]:
         """One RGB uint8 image per seed: the background of `image` (the subject is where `mask` is 255)
         repainted, the subject's pixels pasted back. `on_step(fraction)` is called after each denoising
-        step (it may raise to stop the request there)."""
+        step (it may raise to stop the request there). `refine=False` takes a cut-out's own alpha as it is."""
         if not self.ready:
             raise ServiceUnavailable(f"the {self.name} engine was not set up; call setup(device) first")
         import torch
@@ -273,6 +326,9 @@ class DiffusionEngine:
             return tensors
 
         with self._run_lock:
+            # A request may have waited here for another: if it was cancelled meanwhile, it stops before any work.
+            if on_step is not None:
+                on_step(0.0)
             pipeline = self._pipeline_for(generation.scheduler)
             pipeline.set_ip_adapter_scale(generation.ip_adapter_weight)
             generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in generation.seeds]
@@ -283,7 +339,7 @@ class DiffusionEngine:
                     image=Image.fromarray(work_image),
                     mask_image=Image.fromarray(repaint),
                     control_image=Image.fromarray(control),
-                    ip_adapter_image=Image.fromarray(np.ascontiguousarray(reference[..., :3])),
+                    ip_adapter_image=Image.fromarray(adapter_reference(reference)),
                     height=work_height,
                     width=work_width,
                     strength=generation.strength,
@@ -295,8 +351,9 @@ class DiffusionEngine:
                     output_type="np",
                     callback_on_step_end=after_step,
                 )
+        subject = cut_out(rgb, mask, refine)
         outputs = []
         for generated in result.images:
             pixels = np.clip(np.rint(np.asarray(generated, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
-            outputs.append(paste_subject(rgb, mask, _resize(pixels, width, height)))
+            outputs.append(lay_over(subject, _resize(pixels, width, height)))
         return outputs

@@ -21,6 +21,8 @@ Images are RGB uint8 H x W x 3 in and out; alpha is float32 H x W in 0..1 inside
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -169,13 +171,33 @@ def blend(foreground: np.ndarray, alpha: np.ndarray, background: np.ndarray) -> 
     return np.clip(np.rint(mixed * 255.0), 0, 255).astype(np.uint8)
 
 
-def paste_subject(original: np.ndarray, mask: np.ndarray, generated: np.ndarray) -> np.ndarray:
-    """`generated` with the subject of `original` laid back over it: wherever mask is 255 the pixels are
-    the original's, bit for bit; along the soft edge the two mix by the refined alpha, the subject's
-    fringe decontaminated first so that no old background returns with it."""
-    alpha = refine_alpha(original, mask)
-    foreground = estimate_foreground(original, alpha)
-    result = blend(foreground, alpha, generated)
-    solid = mask == 255
-    result[solid] = original[..., :3][solid]
+@dataclass(frozen=True)
+class Subject:
+    """A subject ready to lay over any background: its alpha, its decontaminated colour, and its solid pixels."""
+
+    pixels: np.ndarray
+    alpha: np.ndarray
+    foreground: np.ndarray
+    solid: np.ndarray
+
+
+def cut_out(image: np.ndarray, mask: np.ndarray, refine: bool = True) -> Subject:
+    """The subject of `image` where `mask` (uint8) selects it. `refine` settles and guides a predicted mask;
+    a cut-out's own alpha (refine=False) is taken as it is, its partial transparency included."""
+    rgb = np.ascontiguousarray(image[..., :3])
+    alpha = refine_alpha(rgb, mask) if refine else alpha_of(mask)
+    return Subject(pixels=rgb, alpha=alpha, foreground=estimate_foreground(rgb, alpha), solid=mask == 255)
+
+
+def lay_over(subject: Subject, background: np.ndarray) -> np.ndarray:
+    """The subject over `background` (RGB uint8 or float32 0..1), its solid pixels its own bit for bit."""
+    result = blend(subject.foreground, subject.alpha, background)
+    result[subject.solid] = subject.pixels[subject.solid]
     return result
+
+
+def paste_subject(original: np.ndarray, mask: np.ndarray, generated: np.ndarray, refine: bool = True) -> np.ndarray:
+    """`generated` with the subject of `original` laid back over it: wherever mask is 255 the pixels are
+    the original's, bit for bit; along the soft edge the two mix by the (refined) alpha, the subject's
+    fringe decontaminated first so that no old background returns with it."""
+    return lay_over(cut_out(original, mask, refine), generated)

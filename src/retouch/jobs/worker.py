@@ -185,8 +185,11 @@ class WorkerPool:
             self._maintenance.join(timeout=5)
         if self._warming is not None:
             # An engine half loaded (a compile, a session being made) when the process exits aborts it
-            # from native code: let the one being loaded finish; warm_up starts no other.
-            self._warming.join()
+            # from native code: let the one being loaded finish, within the drain's time; warm_up starts no other.
+            self._warming.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if self._warming.is_alive():
+                logger.warning("worker %s stopped while an engine was still loading", self.worker_id)
+                drained = False
         try:
             self.backend.store.forget_worker(self.worker_id)
         except BackendUnavailable:

@@ -53,11 +53,12 @@ def diffusion_installed(settings: Settings) -> bool:
     )
 
 
-def subject_mask(image: np.ndarray, masker: Any) -> np.ndarray:
-    """The subject (uint8, 255 = subject): a cut-out's own alpha, else U²-Net's mask."""
+def subject_mask(image: np.ndarray, masker: Any) -> tuple[np.ndarray, bool]:
+    """The subject (uint8, 255 = subject) and whether it is a cut-out's own alpha (taken as it is, its partial
+    transparency included) rather than U²-Net's prediction (whose edge the engines refine)."""
     if image.shape[2] == 4 and np.count_nonzero(image[..., 3] < 255) >= CUT_OUT_SHARE * image[..., 3].size:
-        return np.ascontiguousarray(image[..., 3])
-    return masker.predict(image)
+        return np.ascontiguousarray(image[..., 3]), True
+    return masker.predict(image), False
 
 
 class SubjectReplacer:
@@ -95,9 +96,13 @@ class BgReplace(Model):
 
         locate(settings.background_eraser_model, settings)
         if self.engine_name(settings) == "diffusion":
-            from retouch.engines.diffusion import DiffusionEngine, import_diffusers
+            from retouch.engines.diffusion import FULL_EXTRA_HINT, DiffusionEngine
+            from retouch.errors import ServiceUnavailable
 
-            import_diffusers()
+            # Whether the packages are there, without importing them: an API process never loads torch.
+            missing = [package for package in ("torch", "diffusers", "transformers") if importlib.util.find_spec(package) is None]
+            if missing:
+                raise ServiceUnavailable(f"bg-replace's diffusion engine needs {', '.join(missing)}; {FULL_EXTRA_HINT}")
             DiffusionEngine.from_settings(settings)
 
     def create_engine(self, settings: Settings, engines: EngineCache) -> Any:
@@ -120,7 +125,7 @@ class BgReplace(Model):
         image, reference = images["image"], images["ref_image"]
         seed = resolve_seed(params.seed)
         seeds = tuple(seed + index for index in range(params.samples))
-        mask = subject_mask(image, engine.masker)
+        mask, is_cut_out = subject_mask(image, engine.masker)
         context.step(0.0)
         if engine.name == "diffusion":
             from retouch.engines.diffusion import Generation
@@ -136,9 +141,9 @@ class BgReplace(Model):
                 ip_adapter_weight=params.ip_adapter_weight,
                 seeds=seeds,
             )
-            outputs = engine.replacer.replace(image, mask, reference, generation, on_step=context.step)
+            outputs = engine.replacer.replace(image, mask, reference, generation, on_step=context.step, refine=not is_cut_out)
         else:
-            outputs = engine.replacer.replace(image, mask, reference, seeds, params.strength, on_step=context.step)
+            outputs = engine.replacer.replace(image, mask, reference, seeds, params.strength, on_step=context.step, refine=not is_cut_out)
         return ModelResult(images=outputs, metrics={"seed": seed, "seeds": list(seeds)})
 
 

@@ -341,6 +341,7 @@ def unreachable_error(model: HubModel, settings: Settings, reason: str, also: It
             "folder": str(hub_path(model.name, settings)),
             "repo_id": model.repo_id,
             "revision": model.revision,
+            "reason": reason,
             "models": [
                 {"model": each.name, "folder": str(hub_path(each.name, settings)), "repo_id": each.repo_id, "revision": each.revision}
                 for each in models
@@ -486,7 +487,7 @@ def _pull_one(
     model: HubModel, settings: Settings, metadata: MetadataFetcher, download: Downloader, endpoint: str | None
 ) -> Path:
     if offline_mode():
-        raise unreachable_error(model, settings, "offline mode is on: HF_HUB_OFFLINE is set")
+        raise unreachable_error(model, settings, "offline mode is on (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE)")
     expected: dict[str, _Expected] = {}
     for filename in model.files:
         try:
@@ -547,13 +548,20 @@ def pull(
     wanted = [model for model in models if force or not is_pulled(model.name, settings)]
     if wanted and offline_mode():
         # At once, and for every model the pull needed: a group's user learns all that is to copy, not only the first.
-        raise unreachable_error(wanted[0], settings, "offline mode is on: HF_HUB_OFFLINE is set", also=wanted[1:])
+        raise unreachable_error(wanted[0], settings, "offline mode is on (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE)", also=wanted[1:])
     folders = []
-    for model in models:
+    for index, model in enumerate(models):
         if not force and is_pulled(model.name, settings):
             folders.append(hub_path(model.name, settings))
             continue
-        folders.append(_pull_one(model, settings, metadata, download, endpoint))
+        try:
+            folders.append(_pull_one(model, settings, metadata, download, endpoint))
+        except HubUnreachable as error:
+            # The hub went away (or never answered): say what is left to copy, this model and those after it.
+            rest = [later for later in models[index + 1 :] if force or not is_pulled(later.name, settings)]
+            if not rest:
+                raise
+            raise unreachable_error(model, settings, error.details["reason"], also=rest) from error
     return folders
 
 
