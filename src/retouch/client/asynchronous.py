@@ -13,7 +13,6 @@ from retouch.client.core import (
     TERMINAL,
     ClientOptions,
     InferenceTimeout,
-    Result,
     RetouchError,
     _error_of,
     output_urls,
@@ -21,6 +20,8 @@ from retouch.client.core import (
     submit_body,
     sync_result,
 )
+from retouch.client.results import Result
+from retouch.client.typed import AsyncSlugMethods
 
 
 class AsyncJob:
@@ -56,7 +57,7 @@ class AsyncJob:
         return (await self.client.request("DELETE", f"/v2/requests/{self.request_id}")).json()
 
 
-class AsyncClient(ClientOptions):
+class AsyncClient(ClientOptions, AsyncSlugMethods):
     """`Client` for asyncio: `async with AsyncClient(url) as client: result = await client.run(...)`."""
 
     def _connect(self, headers: dict[str, str]) -> httpx.AsyncClient:

@@ -6,11 +6,13 @@ import base64
 import io
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
 import httpx
+
+from retouch.client.results import Result
+from retouch.client.typed import SlugMethods
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 RETRIED_STATUSES = frozenset({429, 502, 503})
@@ -116,34 +118,6 @@ def _is_file(text: str) -> bool:
         return False
 
 
-@dataclass
-class Result:
-    """A finished request: its images (encoded bytes: PNG, JPEG or WebP) and its metrics."""
-
-    request_id: str | None
-    images: list[bytes]
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def image(self) -> bytes:
-        return self.images[0]
-
-    def to_pil(self, index: int = 0) -> Any:
-        from PIL import Image
-
-        return Image.open(io.BytesIO(self.images[index]))
-
-    def to_numpy(self, index: int = 0) -> Any:
-        import numpy as np
-
-        return np.asarray(self.to_pil(index))
-
-    def save(self, path: str | os.PathLike[str], index: int = 0) -> Path:
-        target = Path(path)
-        target.write_bytes(self.images[index])
-        return target
-
-
 def output_urls(request_id: str, body: dict[str, Any]) -> list[str]:
     """The image URLs of a result body; InferenceFailed if the request FAILED or was CANCELED."""
     if body.get("status") in ("FAILED", "CANCELED"):
@@ -173,7 +147,8 @@ def sync_result(response: httpx.Response, started: float) -> Result:
 
 
 def submit_body(params: dict[str, Any], webhook: str | None) -> dict[str, Any]:
-    body = {name: encode_image(value) for name, value in params.items() if value is not None}
+    # The client fetches the images as bytes itself: `base64` is its own business, not the caller's.
+    body = {name: encode_image(value) for name, value in params.items() if value is not None and name != "base64"}
     if webhook is not None:
         body["webhook"] = webhook
     return body
@@ -257,7 +232,7 @@ class ClientOptions:
         raise NotImplementedError
 
 
-class Client(ClientOptions):
+class Client(ClientOptions, SlugMethods):
     """A retouch server, called synchronously (arguments: ClientOptions)."""
 
     def _connect(self, headers: dict[str, str]) -> httpx.Client:
