@@ -231,26 +231,28 @@ def run_command(
         list[str] | None,
         typer.Argument(help="NAME=VALUE pairs; an image parameter may be a file path. Values are typed as JSON would."),
     ] = None,
+    image: Annotated[str | None, typer.Option(help="The image: a file, a URL, or a folder or glob of them (a batch).")] = None,
+    mask: Annotated[str | None, typer.Option(help="The mask image (magic-eraser), a file or a URL.")] = None,
+    ref_image: Annotated[str | None, typer.Option("--ref-image", help="The reference image (bg-replace), a file or a URL.")] = None,
+    prompt: Annotated[str | None, typer.Option(help="The prompt.")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE, as many times as needed.")] = None,
     output: Annotated[
         Path | None,
-        typer.Option(
-            "--output",
-            "-o",
-            help="Where to write the (first) image; default: SLUG-ID.EXT here.",
-        ),
+        typer.Option("--output", "-o", help="Where to write the image (a batch: the folder); default: SLUG-ID.EXT here."),
     ] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the result.")] = 600.0,
+    jobs: Annotated[int, typer.Option(min=1, max=64, help="Requests at a time, in a batch.")] = 1,
+    overwrite: Annotated[bool, typer.Option(help="In a batch, redo images whose output exists.")] = False,
+    server: Annotated[str | None, typer.Option(help="Send the requests to this retouch server instead of running them here.")] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", help="The key for --server (default: RETOUCH_API_KEY).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each result.")] = 600.0,
+    progress: Annotated[bool, typer.Option(help="A progress bar for a batch (on stderr).")] = True,
 ) -> None:
-    """Run one request in this process (or, with RETOUCH_QUEUE_URL, on the fleet's workers) and save its image."""
-    import asyncio
+    """Run a model on one image or a folder of them, in this process (no server) or on --server. Exit code 0 when
+    every image is done, 1 when some failed, 2 for a usage error; results on stdout, errors on stderr."""
     import json
 
-    from retouch.errors import RetouchError
-    from retouch.jobs.records import Status
-    from retouch.jobs.service import JobService
-    from retouch.jobs.worker import WorkerPool
+    from retouch import batch
     from retouch.models import MODELS
-    from retouch.models.validation import coerce_form_fields
 
     settings = load_settings()
     configure_logging(settings)
@@ -259,60 +261,55 @@ def run_command(
         raise typer.Exit(code=2)
     model = MODELS[slug]
     fields: dict[str, str] = {}
-    uploads: dict[str, bytes] = {}
-    for pair in parameters or []:
+    images: dict[str, str | Path] = {}
+    for pair in [*(parameters or []), *(param or [])]:
         name, equals, value = pair.partition("=")
-        if not equals:
+        if not equals or not name:
             typer.echo(f"error: {pair!r} is not NAME=VALUE", err=True)
             raise typer.Exit(code=2)
-        if name in model.all_image_fields() and Path(value).expanduser().is_file():
-            uploads[name] = Path(value).expanduser().read_bytes()
+        if name in model.all_image_fields() and (Path(value).expanduser().is_file() or batch.is_url(value)):
+            images[name] = value
         else:
             fields[name] = value
-    service = JobService(settings, MODELS)
-    pool = None if settings.fleet else WorkerPool(settings, MODELS, service.backend, (slug,), threads=1)
+    for name, value in (("image", image), ("mask", mask), ("ref_image", ref_image)):
+        if value is not None:
+            images[name] = value
+    if prompt is not None:
+        fields["prompt"] = prompt
     try:
-        if pool is not None:
-            pool.start(warm_up=False)
+        sources, is_batch = batch.collect_inputs(str(images["image"])) if "image" in images else ([], False)
+    except batch.UsageError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=2) from None
+    runner = batch.OnServer(server, api_key, timeout) if server else batch.InProcess(settings, slug, jobs if is_batch else 1, timeout)
+    try:
+        if is_batch:
+            if output is None:
+                typer.echo("error: a batch needs -o FOLDER for its outputs", err=True)
+                raise typer.Exit(code=2)
+            others = {name: value for name, value in images.items() if name != "image"}
+            outcomes = batch.run_batch(runner, slug, sources, output, fields, others, jobs, overwrite, progress)
+            failed = [outcome for outcome in outcomes if outcome.error]
+            for outcome in failed:
+                typer.echo(f"failed: {outcome.source}: {outcome.error}", err=True)
+            summary = {
+                "done": sum(1 for outcome in outcomes if not outcome.error and not outcome.skipped),
+                "skipped": sum(1 for outcome in outcomes if outcome.skipped),
+                "failed": [{"image": outcome.source, "error": outcome.error} for outcome in failed],
+                "outputs": [path for outcome in outcomes for path in outcome.written],
+            }
+            typer.echo(json.dumps(summary))
+            raise typer.Exit(code=1 if failed else 0)
         try:
-            record = service.submit(slug, coerce_form_fields(model.Input, fields), uploads)
-            if not asyncio.run(service.wait(record.id, timeout)):
-                typer.echo(
-                    f"error: request {record.id} did not finish within {timeout:g} s",
-                    err=True,
-                )
-                raise typer.Exit(code=1)
-            record = service.get(record.id)
-            if record.status is not Status.COMPLETED:
-                typer.echo(
-                    f"error: request {record.id} {record.status.value}: {record.error}",
-                    err=True,
-                )
-                raise typer.Exit(code=1)
-            written = []
-            for index, result in enumerate(service.outputs(record)):
-                extension = result.content_type.split("/")[-1].replace("jpeg", "jpg")
-                path = output or Path(f"{slug}-{record.id[:8]}.{extension}")
-                if index:
-                    path = path.with_name(f"{path.stem}-{index}{path.suffix}")
-                path.write_bytes(result.data)
-                written.append(str(path))
-        except RetouchError as error:
-            typer.echo(f"error: {error.message}", err=True)
+            request_id, outputs, metrics = runner.run(slug, fields, images)
+        except Exception as error:  # noqa: BLE001 - the request's own message is the answer
+            typer.echo(f"error: {error}", err=True)
             raise typer.Exit(code=1) from None
-        typer.echo(
-            json.dumps(
-                {
-                    "request_id": record.id,
-                    "outputs": written,
-                    "metrics": record.public_metrics(),
-                }
-            )
-        )
+        target = output or Path(f"{slug}-{(request_id or 'result')[:8]}")
+        written = batch.write_outputs(outputs, target)
+        typer.echo(json.dumps({"request_id": request_id, "outputs": written, "metrics": metrics}))
     finally:
-        if pool is not None:
-            pool.stop()
-        service.close()
+        runner.close()
 
 
 @models_app.command("list")
