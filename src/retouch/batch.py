@@ -93,10 +93,14 @@ def write_outputs(outputs: list[Output], target: Path, numbered_from_second: boo
 
 
 class InProcess:
-    """Requests through this process's own job service and worker threads (embedded), or the fleet's with
-    RETOUCH_QUEUE_URL: the same intake as the server."""
+    """Requests through this process's own job service and a worker (embedded), or the fleet's workers with
+    RETOUCH_QUEUE_URL: the same intake as the server.
 
-    def __init__(self, settings: Any, slug: str, threads: int, timeout: float) -> None:
+    One worker thread, whatever --jobs says: an engine already uses every core for one image, and two at once
+    only fight over them (on two cores, --jobs 2 with two worker threads ran at 0.79 of a plain loop). The
+    requests in flight still overlap reading, submitting and writing with the inference."""
+
+    def __init__(self, settings: Any, slug: str, timeout: float) -> None:
         from retouch.jobs.service import JobService
         from retouch.jobs.worker import WorkerPool
         from retouch.models import MODELS
@@ -104,7 +108,7 @@ class InProcess:
         self.models = MODELS
         self.timeout = timeout
         self.service = JobService(settings, MODELS)
-        self.pool = None if settings.fleet else WorkerPool(settings, MODELS, self.service.backend, (slug,), threads=threads)
+        self.pool = None if settings.fleet else WorkerPool(settings, MODELS, self.service.backend, (slug,), threads=1)
         if self.pool is not None:
             self.pool.start(warm_up=False)
 

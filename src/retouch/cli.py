@@ -281,7 +281,7 @@ def run_command(
     except batch.UsageError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=2) from None
-    runner = batch.OnServer(server, api_key, timeout) if server else batch.InProcess(settings, slug, jobs if is_batch else 1, timeout)
+    runner = batch.OnServer(server, api_key, timeout) if server else batch.InProcess(settings, slug, timeout)
     try:
         if is_batch:
             if output is None:
