@@ -100,3 +100,16 @@ def test_the_sdks_error_paths(keyed):
         assert refused.value.status == 401
     finally:
         stranger._client.close()
+
+
+@pytest.mark.parametrize("slug", sorted(REQUESTS))
+def test_retouchs_own_client_on_every_slug(keyed, slug):
+    from retouch.client import Client
+
+    base, secret = keyed
+    with Client(base, api_key=secret) as client:
+        polled = client.run(slug, interval=0.1, **REQUESTS[slug])
+        direct = client.run_sync(slug, **REQUESTS[slug])
+        typed = getattr(client, slug.replace("-", "_"))(**REQUESTS[slug])
+    for result in (polled, direct, typed):
+        assert result.to_numpy().shape[:2] == photo().shape[:2] and result.metrics["engine"]
