@@ -34,9 +34,11 @@ SCHEMA_EXPRESSIBLE = ("unknown parameter", "missing required parameter", "is out
 
 
 def describe(error: BaseException) -> str:
-    """The error, and those inside it (Hypothesis groups what it found)."""
+    """The error, and those inside it (Hypothesis groups what it found, and wraps a flaky one's first failure),
+    each by its type and the head of its message: the generated case's long repr must not hide the cause."""
     inner = getattr(error, "exceptions", ())
-    return f"{error}" + "".join(f"\n  - {describe(each)}" for each in inner)
+    notes = "".join(f"\n    note: {note[:300]}" for note in getattr(error, "__notes__", ()))
+    return f"{type(error).__name__}: {str(error)[:600]}{notes}" + "".join(f"\n  - {describe(each)}" for each in inner)
 
 
 def conformance_test(operation: schemathesis.APIOperation, mode: GenerationMode):
