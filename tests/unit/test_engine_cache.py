@@ -140,3 +140,30 @@ def test_an_engine_bigger_than_the_budget_stays_loaded_between_its_jobs(tmp_path
     # Another engine asked for: the idle huge one makes room.
     engines.get(SizedModel("small", 10, closed))
     assert engines.loaded() == ["small"] and closed == ["huge"]
+
+
+def test_a_composite_that_declares_nothing_is_not_charged_for_the_parts_it_loaded(tmp_path):
+    """Its size is the memory its load added, less what the parts loaded meanwhile count themselves."""
+
+    class Allocates:
+        def __init__(self) -> None:
+            self.buffer = None
+
+        def setup(self, device: str) -> None:
+            self.buffer = np.ones(200 * MB, np.uint8)  # written, so resident
+
+    class Holder:
+        def __init__(self, part: Any) -> None:
+            self.part = part
+
+        def setup(self, device: str) -> None:
+            pass
+
+    class HolderModel(SizedModel):
+        def create_engine(self, settings: Settings, engines: EngineCache) -> Any:
+            return Holder(engines.shared("allocates", Allocates))
+
+    engines = cache(tmp_path, 0)
+    engines.get(HolderModel("holder", 0, []))
+    sizes = {name: entry.size for name, entry in engines._entries.items()}
+    assert sizes["allocates"] > 150 * MB and sizes["holder"] < 50 * MB

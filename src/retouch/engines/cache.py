@@ -59,6 +59,8 @@ class _Entry:
     parts: set[str] = field(default_factory=set)
     in_use: int = 0
     last_used: float = 0.0
+    # perf_counter() when its load began.
+    started: float = 0.0
 
 
 class EngineCache:
@@ -135,8 +137,14 @@ class EngineCache:
             self._making.stack.pop()
             parts = self._making.parts.pop()
         declared = getattr(engine, "memory_bytes", None)
-        size = int(declared) if declared is not None else max(0, resident_bytes() - resident_before)
-        entry = _Entry(engine=engine, size=size, parts=parts, last_used=time.monotonic())
+        if declared is not None:
+            size = int(declared)
+        else:
+            # Parts loaded while this engine was made count themselves: the growth less theirs is its own.
+            with self._guard:
+                loaded_inside = sum(self._entries[part].size for part in parts if part in self._entries and self._entries[part].started >= started)
+            size = max(0, resident_bytes() - resident_before - loaded_inside)
+        entry = _Entry(engine=engine, size=size, parts=parts, last_used=time.monotonic(), started=started)
         with self._guard:
             self._entries[name] = entry
             self.loads += 1

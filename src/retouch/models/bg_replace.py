@@ -64,9 +64,6 @@ def subject_mask(image: np.ndarray, masker: Any) -> tuple[np.ndarray, bool]:
 class SubjectReplacer:
     """bg-replace's engine: the mask engine and the engine that replaces the background, both loaded as parts."""
 
-    # Its parts count their own memory in the engine cache.
-    memory_bytes = 0
-
     def __init__(self, masker: Any, replacer: Any) -> None:
         self.masker = masker
         self.replacer = replacer
