@@ -22,6 +22,7 @@ server's OpenAPI schema: do not edit, run the script."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, Literal
 
 from retouch.client.results import ImageInput, Result
@@ -97,10 +98,11 @@ def generate(spec: dict[str, Any]) -> str:
         class_name = "AsyncSlugMethods" if asynchronous else "SlugMethods"
         run_signature = "async def run" if asynchronous else "def run"
         parts.append(
-            f"\n\nclass {class_name}:\n"
+            f"\n\nclass {class_name}(ABC):\n"
             f'    """The slugs as methods of {"AsyncClient" if asynchronous else "Client"}: a misspelt parameter fails before any request."""\n\n'
+            "    @abstractmethod\n"
             f"    {run_signature}(self, slug: str, timeout: float = 600, interval: float = 1.0, **params: Any) -> Result:\n"
-            "        raise NotImplementedError\n"
+            '        """The request itself: the client this is mixed into provides it."""\n'
         )
         for slug, summary, schema in sorted(slugs):
             parts.append("\n" + method(slug, summary, schema, asynchronous))

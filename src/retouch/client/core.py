@@ -6,6 +6,7 @@ import base64
 import io
 import os
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Self
 
@@ -205,7 +206,7 @@ class Job:
         return self.client.request("DELETE", f"/v2/requests/{self.request_id}").json()
 
 
-class ClientOptions:
+class ClientOptions(ABC):
     """What both clients are configured with. `base_url` and `api_key` default to RETOUCH_BASE_URL and
     RETOUCH_API_KEY; `timeout` is per HTTP call. 429, 502 and 503 are retried up to `max_retries` times,
     waiting what Retry-After says (else backing off from `backoff` seconds, doubling, at most `max_wait`)."""
@@ -228,8 +229,9 @@ class ClientOptions:
         headers = {"x-api-key": self.api_key} if self.api_key else {}
         self._http = self._connect(headers)
 
+    @abstractmethod
     def _connect(self, headers: dict[str, str]) -> Any:
-        raise NotImplementedError
+        """The HTTP client (httpx.Client or httpx.AsyncClient) the subclass calls with."""
 
 
 class Client(ClientOptions, SlugMethods):

@@ -3,16 +3,18 @@ server's OpenAPI schema: do not edit, run the script."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, Literal
 
 from retouch.client.results import ImageInput, Result
 
 
-class SlugMethods:
+class SlugMethods(ABC):
     """The slugs as methods of Client: a misspelt parameter fails before any request."""
 
+    @abstractmethod
     def run(self, slug: str, timeout: float = 600, interval: float = 1.0, **params: Any) -> Result:
-        raise NotImplementedError
+        """The request itself: the client this is mixed into provides it."""
 
     def automatic_mask_generator(
         self,
@@ -221,11 +223,12 @@ class SlugMethods:
         )
 
 
-class AsyncSlugMethods:
+class AsyncSlugMethods(ABC):
     """The slugs as methods of AsyncClient: a misspelt parameter fails before any request."""
 
+    @abstractmethod
     async def run(self, slug: str, timeout: float = 600, interval: float = 1.0, **params: Any) -> Result:
-        raise NotImplementedError
+        """The request itself: the client this is mixed into provides it."""
 
     async def automatic_mask_generator(
         self,
