@@ -146,8 +146,12 @@ class OnServer:
     """Requests to a retouch server through the Python client (/v2, polled)."""
 
     def __init__(self, base_url: str, api_key: str | None, timeout: float) -> None:
+        import logging
+
         from retouch.client import Client
 
+        # httpx logs every request at INFO: on a command line's stderr that buries the failures.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         self.timeout = timeout
         self.client = Client(base_url, api_key=api_key)
 
