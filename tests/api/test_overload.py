@@ -18,7 +18,9 @@ from servers import serving
 
 from retouch.api.app import create_app
 from retouch.config import Settings
-from retouch.jobs.admission import estimated_seconds
+from retouch.errors import NoWorker
+from retouch.jobs.admission import Admission, estimated_seconds
+from retouch.jobs.backends import open_backend
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -42,6 +44,20 @@ def test_no_live_worker_is_503_on_both_paths_at_once(tmp_path, photo):
             assert answer.status_code == 503, answer.text
             assert "no live worker serves fake-invert" in answer.json()["error"]
             assert time.monotonic() - started < 1
+
+
+def test_a_worker_that_has_just_come_up_is_seen_at_once_though_the_view_of_workers_is_cached(tmp_path):
+    settings = make_settings(tmp_path)
+    backend = open_backend(settings, ("fake-invert",))
+    try:
+        admission = Admission(settings, backend.store)
+        with pytest.raises(NoWorker):
+            admission.check("fake-invert", synchronous=False)
+        # Within the cache's second: the refusal above must not stick to the worker's first heartbeat.
+        backend.store.heartbeat("worker-1", ("fake-invert",), threads=1)
+        admission.check("fake-invert", synchronous=False)
+    finally:
+        backend.close()
 
 
 def test_before_any_job_has_ended_v1_takes_only_as_many_as_there_are_threads(tmp_path, photo, monkeypatch):

@@ -53,9 +53,9 @@ class Admission:
         self._durations: dict[str, float] = {}
         self._read_at = -math.inf
 
-    def _refresh(self) -> None:
+    def _refresh(self, force: bool = False) -> None:
         now = time.monotonic()
-        if now - self._read_at >= _CACHE_SECONDS:
+        if force or now - self._read_at >= _CACHE_SECONDS:
             self._workers = self.store.live_workers(within=self.settings.lease)
             self._durations = self.store.typical_durations()
             self._read_at = now
@@ -76,6 +76,11 @@ class Admission:
         with self._lock:
             self._refresh()
             threads = sum(info.threads for info in self._workers.values() if slug in info.slugs)
+            if threads == 0 and not self.settings.admit_without_workers:
+                # A refusal is never made on a cached view: a worker that came up a moment ago
+                # (and that /readyz already reports) must be seen.
+                self._refresh(force=True)
+                threads = sum(info.threads for info in self._workers.values() if slug in info.slugs)
             if threads == 0 and not self.settings.admit_without_workers:
                 raise NoWorker(
                     f"no live worker serves {slug}: its requests would only wait; start `retouch worker --models {slug}` "
