@@ -1,6 +1,7 @@
 """Writes src/retouch/client/typed.py: one method per slug, its parameters as keyword arguments, from the
-server's OpenAPI schema. tests/api/test_client_typed.py fails when the file is not what this script makes from
-the current server, so a new parameter on the server means: run this script, commit its output.
+server's OpenAPI schema; and tests/web/schemas.json, the same models' input schemas for the playground's Node
+tests. tests/api/test_client_typed.py fails when either file is not what this script makes from the current
+server, so a new parameter on the server means: run this script, commit its output.
 
     .venv/bin/python scripts/generate_client.py
 """
@@ -13,7 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-TARGET = Path(__file__).resolve().parent.parent / "src" / "retouch" / "client" / "typed.py"
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = ROOT / "src" / "retouch" / "client" / "typed.py"
+SCHEMAS_TARGET = ROOT / "tests" / "web" / "schemas.json"
 # The client asks for the images itself (bytes); /v2 with base64 would answer with no URLs to fetch.
 LEFT_TO_THE_CLIENT = {"base64"}
 
@@ -109,9 +112,19 @@ def generate(spec: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def input_schemas() -> str:
+    """Every model's input schema as GET /v1/models gives it, as JSON text."""
+    import json
+
+    from retouch.models import MODELS
+
+    return json.dumps({slug: model.Input.model_json_schema() for slug, model in MODELS.items()}, indent=1) + "\n"
+
+
 def main() -> None:
     TARGET.write_text(generate(openapi()), encoding="utf-8")
-    print(f"wrote {TARGET}", file=sys.stderr)
+    SCHEMAS_TARGET.write_text(input_schemas(), encoding="utf-8")
+    print(f"wrote {TARGET} and {SCHEMAS_TARGET}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,13 @@ def test_the_typed_methods_are_what_the_servers_schema_makes():
     )
 
 
+def test_the_playgrounds_test_schemas_are_the_servers():
+    script = generator()
+    assert script.SCHEMAS_TARGET.read_text(encoding="utf-8") == script.input_schemas(), (
+        "tests/web/schemas.json is not what the server's models say: run scripts/generate_client.py and commit it"
+    )
+
+
 def test_every_slug_is_a_method_with_its_parameters():
     for slug, model in MODELS.items():
         for client_class in (Client, AsyncClient):

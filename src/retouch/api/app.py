@@ -17,6 +17,7 @@ from retouch.api.middleware import (
     HttpMetrics,
     RequestContextMiddleware,
 )
+from retouch.api.pages import add_pages
 from retouch.api.routes import add_model_routes, router
 from retouch.config import Settings
 from retouch.jobs.metrics import DeploymentCollector, JobMetrics
@@ -104,11 +105,15 @@ def create_app(
         version=__version__,
         description="Self-hosted image editing: object removal, background removal and text-to-mask.",
         lifespan=lifespan,
+        # Served by retouch.api.pages from files in the package: FastAPI's own pages load Swagger UI from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.metrics_registry = registry
     install_error_handlers(app)
     add_model_routes(app, models)
     app.include_router(router)
+    add_pages(app)
     app.add_middleware(
         BodyGuardMiddleware,
         max_bytes=settings.max_body_bytes,
