@@ -1,5 +1,6 @@
-"""Markers by folder (unit, api, integration), so `pytest -m unit` runs the fast ones; the Redis the
-tests share; the `backend` parameter that runs a behavioural test on both job backends."""
+"""Markers by folder (unit, api, integration, browser), so `pytest -m unit` runs the fast ones; the Redis the
+tests share; the `backend` parameter that runs a behavioural test on both job backends; the folder of the
+installed real weights (integration and browser tests)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pathlib import Path
 import pytest
 from servers import RedisServer
 
-_FOLDER_MARKERS = {"unit", "api", "integration"}
+from retouch.config import Settings
+
+_FOLDER_MARKERS = {"unit", "api", "integration", "browser"}
 
 # Keys are on by default for an operator; the tests turn them off unless a test is about them (and
 # ask for `auth=True`). Set in the environment, so that servers the tests start in processes agree.
@@ -23,6 +26,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         folder = Path(str(item.fspath)).parent.name
         if folder in _FOLDER_MARKERS:
             item.add_marker(getattr(pytest.mark, folder))
+
+
+def _weights_dir() -> Path:
+    """Where `retouch models install` put them under the same environment (RETOUCH_WEIGHTS_DIR, RETOUCH_HOME)."""
+    return Settings().weights_path
+
+
+@pytest.fixture(scope="session")
+def installed_weights_dir() -> Path:
+    """The folder of the installed real weights (RETOUCH_WEIGHTS_DIR, else ~/.cache/retouch/weights).
+    A missing file fails the run rather than skipping it."""
+    folder = _weights_dir()
+    if not (folder / "u2net.onnx").is_file():
+        pytest.fail(
+            f"no u2net.onnx in {folder}: integration and browser tests need the real weights; "
+            "run `retouch models install` (or set RETOUCH_WEIGHTS_DIR to the folder that holds them)",
+            pytrace=False,
+        )
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -127,6 +127,7 @@ def ensure_first_key(settings: Settings, models: dict[str, Model]) -> None:
         "Send it in the x-api-key header:\n"
         f"    export RETOUCH_API_KEY={secret}\n"
         f'    curl -H "x-api-key: $RETOUCH_API_KEY" http://{settings.host}:{settings.port}/v1/models\n'
+        "In the playground, paste it into the API key field.\n"
         "More keys: retouch keys create --name NAME [--models a,b] [--credits N] [--rate 60/minute]\n",
         err=True,
     )
@@ -149,6 +150,9 @@ def run_server(settings: Settings, models: dict[str, Model]) -> None:
     check_start(settings, models)
     if settings.auth:
         ensure_first_key(settings, models)
+    shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    address = f"http://[{shown_host}]:{settings.port}" if ":" in shown_host else f"http://{shown_host}:{settings.port}"
+    typer.echo(f"retouch: the playground is at {address}/ and the API reference at {address}/docs", err=True)
     uvicorn.run(
         create_app(settings, models=models),
         host=settings.host,

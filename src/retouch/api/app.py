@@ -103,7 +103,7 @@ def create_app(
     app = FastAPI(
         title="retouch",
         version=__version__,
-        description="Self-hosted image editing: object removal, background removal and text-to-mask.",
+        description="Self-hosted image editing: object removal, background removal and text-to-mask. Try every model in the [playground](/).",
         lifespan=lifespan,
         # Served by retouch.api.pages from files in the package: FastAPI's own pages load Swagger UI from a CDN.
         docs_url=None,

@@ -226,11 +226,12 @@ def _request_body_schema(model: Model, queued: bool = False) -> dict[str, Any]:
     }
 
 
-_IMAGE_CONTENT = {
+# The JSON answer (base64=true) comes from `"model": SyncBase64Answer` beside this: FastAPI then puts its
+# schema, and the Metrics it refers to, among the document's components, where the $refs resolve.
+_IMAGE_CONTENT: dict[str, Any] = {
     "image/png": {},
     "image/jpeg": {},
     "image/webp": {},
-    "application/json": {"schema": SyncBase64Answer.model_json_schema()},
 }
 
 
@@ -249,6 +250,7 @@ def add_model_routes(app: FastAPI, models: dict[str, Model]) -> None:
             response_class=Response,
             responses={
                 200: {
+                    "model": SyncBase64Answer,
                     "content": _IMAGE_CONTENT,
                     "description": "The image (or JSON with base64 images when base64=true).",
                 },
