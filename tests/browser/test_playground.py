@@ -330,3 +330,53 @@ def test_the_api_key_is_asked_for_kept_and_sent(installed_weights_dir, new_page,
         run_and_wait(page, "failed")
         expect(page.locator("#error")).to_contain_text("may not use magic-eraser")
         screenshot(page, "key-refused")
+
+
+def put_file(page: Page, path: Path, event: str, selector: str) -> None:
+    """A file pasted (a ClipboardEvent on the document) or dropped (a DragEvent on `selector`), as the browser makes them."""
+    page.evaluate(
+        """async ([data, name, event, selector]) => {
+            const bytes = Uint8Array.from(atob(data), (character) => character.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type: "image/png" }));
+            if (event === "paste") {
+                document.dispatchEvent(new ClipboardEvent("paste", { clipboardData: transfer, bubbles: true }));
+            } else {
+                const target = document.querySelector(selector);
+                target.dispatchEvent(new DragEvent("dragover", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+                target.dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+            }
+        }""",
+        [base64.b64encode(path.read_bytes()).decode(), path.name, event, selector],
+    )
+
+
+def test_bg_replace_takes_a_pasted_photo_and_a_dropped_reference_and_shows_every_sample(serve_retouch, new_page, screenshot, tmp_path):
+    from skimage import data
+
+    photo, reference = tmp_path / "coffee.png", tmp_path / "scene.png"
+    Image.fromarray(data.coffee()).save(photo)
+    Image.fromarray(data.rocket()).save(reference)
+    with serve_retouch(background_eraser_model="u2netp") as base_url:
+        page = new_page()
+        open_playground(page, base_url, "bg-replace")
+        put_file(page, photo, "paste", "")
+        expect(page.locator("#input-size")).to_have_text("600 × 400")
+        put_file(page, reference, "drop", "fieldset[data-field=ref_image] .drop")
+        expect(page.locator("fieldset[data-field=ref_image] .thumbnail")).to_be_visible()
+        page.fill("#field-prompt", "on a launch pad")
+        page.fill("#field-samples", "2")
+        page.fill("#field-seed", "7")
+        run_and_wait(page)
+        screenshot(page, "samples")
+        samples = page.locator("#samples button")
+        expect(samples).to_have_count(2)
+        first = shown_image(page, "#result-image")
+        samples.nth(1).click()
+        expect(samples.nth(1)).to_have_attribute("aria-pressed", "true")
+        second = shown_image(page, "#result-image")
+        assert first.shape == second.shape == (400, 600, 4)
+        assert not np.array_equal(first, second), "the two samples are the same picture"
+        expect(page.locator("#metrics")).to_contain_text("composite")
+        expect(page.locator("#metrics")).to_contain_text("7, 8")
+        assert page.locator("#download").get_attribute("download").endswith("-2.jpg")

@@ -235,7 +235,8 @@ function imageControl(field) {
     if (picker.files[0]) setImageFile(field.name, picker.files[0]);
   });
   const hint = document.createElement("span");
-  hint.textContent = "or drop or paste an image";
+  hint.className = "chosen";
+  hint.textContent = page.images[field.name] ? chosenText(page.images[field.name]) : "or drop or paste an image";
   const url = document.createElement("input");
   url.type = "url";
   url.placeholder = "or an image URL (https://…)";
@@ -362,6 +363,10 @@ async function setImageUrl(name, url) {
   setImage(name, { value: url, preview: size ? url : "", width: size?.width ?? 0, height: size?.height ?? 0, label: url });
 }
 
+function chosenText(image) {
+  return image.width ? `Using ${image.label} (${image.width} × ${image.height})` : `Using ${image.label}`;
+}
+
 function setImage(name, image) {
   const previous = page.images[name];
   if (previous?.preview.startsWith("blob:")) URL.revokeObjectURL(previous.preview);
@@ -370,6 +375,7 @@ function setImage(name, image) {
   showError("");
   const fieldset = document.querySelector(`fieldset[data-field="${name}"]`);
   if (fieldset) {
+    fieldset.querySelector(".chosen").textContent = chosenText(image);
     const thumbnail = fieldset.querySelector(".thumbnail");
     thumbnail.src = image.preview;
     // The input photo is shown large beside the form; other images (the reference) here.
