@@ -45,3 +45,11 @@ def test_a_page_names_no_other_origin_and_its_files_are_served(client: TestClien
     assert [link for link in links if link.startswith("//")] == [], "a protocol-relative URL is another origin's"
     for linked in (link for link in links if link.startswith("/")):
         assert client.get(linked).status_code == 200, f"{path} links {linked}, which the server does not serve"
+
+
+def test_the_pages_files_are_revalidated_on_each_load(client: TestClient) -> None:
+    first = client.get("/static/playground/app.js")
+    assert first.status_code == 200 and first.headers["cache-control"] == "no-cache"
+    assert first.headers["content-type"].startswith("text/javascript")
+    again = client.get("/static/playground/app.js", headers={"if-none-match": first.headers["etag"]})
+    assert again.status_code == 304

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 from fakes import CountsSteps
@@ -380,3 +381,97 @@ def test_bg_replace_takes_a_pasted_photo_and_a_dropped_reference_and_shows_every
         expect(page.locator("#metrics")).to_contain_text("composite")
         expect(page.locator("#metrics")).to_contain_text("7, 8")
         assert page.locator("#download").get_attribute("download").endswith("-2.jpg")
+
+
+def test_a_double_click_on_run_sends_one_request(serve_retouch, new_page, tmp_path):
+    # A large photo with a stroke on it: the mask takes a moment to encode, in which a second click lands.
+    source = tmp_path / "large.jpg"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (2000, 3000, 3), dtype=np.uint8)).save(source, quality=80)
+    with serve_retouch() as base_url:
+        page = new_page()
+        submitted: list[str] = []
+        page.on("request", lambda request: submitted.append(request.url) if request.method == "POST" else None)
+        open_playground(page, base_url, "magic-eraser")
+        page.set_input_files("#field-image", str(source))
+        expect(page.locator("#input-size")).to_have_text("3000 × 2000")
+        box = page.locator("#paint-canvas").bounding_box()
+        drag(page, [(box["x"] + box["width"] * share, box["y"] + box["height"] / 2) for share in (0.4, 0.5, 0.6)])
+        page.dblclick("#run")
+        page.wait_for_selector("body[data-state=done]", timeout=60_000)
+        assert submitted == [f"{base_url}/v2/magic-eraser"]
+
+
+def test_leaving_a_model_while_it_runs_cancels_the_run_and_shows_nothing_of_it(installed_weights_dir, new_page, tmp_path):
+    import httpx
+
+    settings = Settings(home=tmp_path / "home", weights_dir=installed_weights_dir, min_free_bytes=0)
+    with serving_with(settings, {**MODELS, "fake-counts-steps": CountsSteps()}) as (base_url, _):
+        page = new_page()
+        open_playground(page, base_url, "fake-counts-steps")
+        photo_with_a_red_bar(tmp_path / "any.png")
+        page.set_input_files("#field-image", str(tmp_path / "any.png"))
+        page.fill("#field-steps", "100")
+        page.fill("#field-step_seconds", "0.1")
+        page.click("#run")
+        expect(page.locator("#progress-line")).to_contain_text("Processing", timeout=20_000)
+        request_id = page.locator("body").get_attribute("data-request-id")
+        page.click("#models a[data-slug=background-eraser]")
+        expect(page.locator("#model-title")).to_have_text("background-eraser")
+        expect(page.locator("#run")).to_be_enabled()
+        expect(page.locator("#cancel")).to_be_hidden()
+        deadline = time.monotonic() + 20
+        while (status := httpx.get(f"{base_url}/v2/requests/{request_id}/status").json()["status"]) != "CANCELED":
+            assert time.monotonic() < deadline, f"the run left behind is {status}, not cancelled"
+            time.sleep(0.2)
+        expect(page.locator("#result-stage")).to_have_class(re.compile(r"\bempty\b"))
+        expect(page.locator("#error")).to_be_hidden()
+
+
+def test_a_mask_file_is_used_when_nothing_is_painted(serve_retouch, new_page, tmp_path):
+    source = tmp_path / "bar.png"
+    original = photo_with_a_red_bar(source)
+    mask = np.zeros(original.shape[:2], np.uint8)
+    mask[218:262, 190:450] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    with serve_retouch() as base_url:
+        page = new_page()
+        open_playground(page, base_url, "magic-eraser")
+        page.set_input_files("#field-image", str(source))
+        page.set_input_files("#field-mask", str(tmp_path / "mask.png"))
+        expect(page.locator("fieldset[data-field=mask] .chosen")).to_contain_text("mask.png (640 × 480)")
+        page.select_option("#field-output_format", "png")
+        run_and_wait(page)
+        result = shown_image(page, "#result-image")
+        assert reddish(result[RED_BAR][..., :3]).mean() < 0.05
+        # grow_mask (10 by default) widens the hole: beyond that, nothing changed.
+        untouched = cv2.dilate(mask, np.ones((25, 25), np.uint8)) == 0
+        assert np.array_equal(result[untouched][..., :3], original[untouched])
+
+
+def test_a_second_finger_does_not_join_the_stroke(serve_retouch, new_page, tmp_path):
+    source = tmp_path / "bar.png"
+    photo_with_a_red_bar(source)
+    with serve_retouch() as base_url:
+        page = new_page(mobile=True)
+        open_playground(page, base_url, "magic-eraser")
+        page.set_input_files("#field-image", str(source))
+        canvas = page.locator("#paint-canvas")
+        canvas.scroll_into_view_if_needed()
+        box = canvas.bounding_box()
+        session = page.context.new_cdp_session(page)
+
+        def fingers(share_y: float) -> list[dict[str, float]]:
+            y = box["y"] + box["height"] * share_y
+            return [
+                {"x": box["x"] + box["width"] * 0.1, "y": y, "radiusX": 2, "radiusY": 2, "force": 1, "id": 1},
+                {"x": box["x"] + box["width"] * 0.9, "y": box["y"] + box["height"] - (y - box["y"]), "radiusX": 2, "radiusY": 2, "force": 1, "id": 2},
+            ]
+
+        session.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": fingers(0.2)})
+        for share in (0.3, 0.4, 0.5, 0.6):
+            session.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": fingers(share)})
+        session.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        coverage = page.locator("#mask-coverage")
+        expect(coverage).to_have_text(re.compile(r"^\d+\.\d % selected$"))
+        # One finger's vertical stroke over 40 % of the height: a band joining both fingers would cover far more.
+        assert float(coverage.text_content().split()[0]) < 12

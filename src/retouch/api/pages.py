@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
 
 WEB_FOLDER = Path(__file__).resolve().parent.parent / "web"
 
@@ -63,6 +65,16 @@ async def redoc() -> HTMLResponse:
     return _html("docs/redoc.html", REFERENCE_POLICY)
 
 
+class RevalidatedFiles(StaticFiles):
+    """The package's files, which a browser asks for again on each load (a 304 while unchanged, by ETag):
+    a page of a new release must not run the scripts of an old one from the browser's cache."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["cache-control"] = "no-cache"
+        return response
+
+
 def add_pages(app: FastAPI) -> None:
     app.include_router(router)
-    app.mount("/static", StaticFiles(directory=WEB_FOLDER), name="static")
+    app.mount("/static", RevalidatedFiles(directory=WEB_FOLDER), name="static")

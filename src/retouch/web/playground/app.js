@@ -12,6 +12,7 @@ const PAINT_COLOUR = [255, 40, 80, 150];
 const OVERLAY_COLOUR = [30, 144, 255, 140];
 // Longest side of what the page draws: a 12-megapixel photo is shown (never sent) at this size.
 const DISPLAY_SIDE = 2048;
+const TYPING = "input[type=text], input[type=url], input[type=number], input[type=password], textarea, select";
 
 const element = (id) => document.getElementById(id);
 
@@ -20,20 +21,25 @@ const page = {
   model: null,
   fields: [],
   values: {},
-  // Image fields: name -> {value (URL or data URI sent), preview (URL shown), width, height, label}.
+  // Image fields (the mask's file too): name -> {value (URL or data URI sent), preview (URL shown), width, height, label}.
   images: {},
-  imageTarget: "image",
+  // Per image field, how many times it was set: a slow image that arrives after a newer choice is dropped.
+  imageVersions: {},
   paint: new PaintHistory(),
   stroke: null,
-  baseMask: null,
+  preview: null,
   job: null,
   results: [],
+  result: null,
   shown: 0,
 };
 
-function headers(json = false) {
+function currentKey() {
+  return element("api-key").value.trim();
+}
+
+function headers(key, json = false) {
   const sent = {};
-  const key = element("api-key").value.trim();
   if (key) sent["x-api-key"] = key;
   if (json) sent["content-type"] = "application/json";
   return sent;
@@ -56,8 +62,16 @@ function showError(text) {
 // ---- models and forms -------------------------------------------------------------------------
 
 async function loadModels() {
-  const response = await fetch("/v1/models", { headers: headers() });
-  const answer = await readJson(response);
+  let response;
+  let answer;
+  try {
+    response = await fetch("/v1/models", { headers: headers(currentKey()) });
+    answer = await readJson(response);
+  } catch {
+    element("model-title").textContent = "The server cannot be reached";
+    showError("The server did not answer: check that `retouch serve` is running, then reload this page.");
+    return;
+  }
   if (!response.ok) {
     element("model-title").textContent = "The models could not be listed";
     showError(describeRefusal(response.status, answer.error, response.headers.get("retry-after")));
@@ -75,13 +89,18 @@ async function loadModels() {
       return link;
     }),
   );
-  chooseModel(location.hash.slice(1));
+  const wanted = location.hash.slice(1) || page.model?.slug;
+  const same = page.model && page.models.find((model) => model.slug === page.model.slug && model.slug === (wanted || model.slug));
+  if (same) {
+    // Listed again (a new key, say): the form and what was typed in it stay.
+    page.model = same;
+    describeModel(same);
+  } else {
+    chooseModel(wanted);
+  }
 }
 
-function chooseModel(slug) {
-  const model = page.models.find((candidate) => candidate.slug === slug) ?? page.models[0];
-  if (!model) return;
-  page.model = model;
+function describeModel(model) {
   for (const link of element("models").querySelectorAll("a")) {
     if (link.dataset.slug === model.slug) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
@@ -97,6 +116,15 @@ function chooseModel(slug) {
     note.textContent = "";
   }
   note.hidden = !note.textContent;
+  element("run").disabled = Boolean(page.job);
+}
+
+function chooseModel(slug) {
+  const model = page.models.find((candidate) => candidate.slug === slug) ?? page.models[0];
+  if (!model) return;
+  if (page.job && page.job.slug !== model.slug) abandon(page.job);
+  page.model = model;
+  describeModel(model);
   page.fields = fieldsOf(model.input_schema);
   page.values = Object.fromEntries(page.fields.map((field) => [field.name, initialValue(field)]));
   renderFields();
@@ -104,6 +132,7 @@ function chooseModel(slug) {
   clearResults();
   delete document.body.dataset.state;
   element("snippet").textContent = "";
+  element("progress-line").textContent = "";
   updatePainter();
 }
 
@@ -144,6 +173,7 @@ function numberControl(field) {
   if (field.minimum !== null) box.min = String(field.minimum);
   if (field.maximum !== null) box.max = String(field.maximum);
   box.value = page.values[field.name];
+  if (field.required) box.setAttribute("aria-required", "true");
   box.addEventListener("input", () => {
     page.values[field.name] = box.value;
     if (slider) slider.value = box.value;
@@ -219,6 +249,7 @@ function simpleControl(field) {
 }
 
 function imageControl(field) {
+  const isMask = field.kind === "mask";
   const wrapper = document.createElement("fieldset");
   wrapper.className = "field image-field";
   wrapper.dataset.field = field.name;
@@ -231,15 +262,17 @@ function imageControl(field) {
   picker.accept = "image/*";
   picker.id = `field-${field.name}`;
   picker.setAttribute("aria-label", `${field.label}: choose a file`);
+  if (field.required) picker.setAttribute("aria-required", "true");
   picker.addEventListener("change", () => {
     if (picker.files[0]) setImageFile(field.name, picker.files[0]);
   });
   const hint = document.createElement("span");
   hint.className = "chosen";
-  hint.textContent = page.images[field.name] ? chosenText(page.images[field.name]) : "or drop or paste an image";
+  hint.textContent = page.images[field.name] ? chosenText(page.images[field.name]) : isMask ? "or drop a mask file" : "or drop or paste an image";
   const url = document.createElement("input");
   url.type = "url";
-  url.placeholder = "or an image URL (https://…)";
+  url.id = `field-${field.name}-url`;
+  url.placeholder = isMask ? "or a mask URL (https://…)" : "or an image URL (https://…)";
   url.setAttribute("aria-label", `${field.label}: image URL`);
   url.addEventListener("change", () => setImageUrl(field.name, url.value.trim()));
   const thumbnail = document.createElement("img");
@@ -253,26 +286,12 @@ function imageControl(field) {
     if (chosen.value.startsWith("http")) url.value = chosen.value;
   }
   drop.append(picker, hint);
-  for (const target of [drop, wrapper]) {
-    target.addEventListener("focusin", () => {
-      page.imageTarget = field.name;
-    });
-  }
   acceptDrops(drop, field.name);
-  wrapper.append(legend, drop, url, thumbnail, helpFor(field, picker));
-  return wrapper;
-}
-
-function maskControl(field) {
-  const wrapper = document.createElement("div");
-  wrapper.className = "field";
-  const label = document.createElement("span");
-  label.append(labelText(field));
-  const text = document.createElement("p");
-  text.className = "help";
-  text.id = `help-${field.name}`;
-  text.textContent = `${field.description} Paint it on the input image: the tools are above it.`;
-  wrapper.append(label, text);
+  const help = helpFor(field, picker);
+  if (isMask) {
+    help.textContent = `${field.description} Paint it over the input image (the tools are above it), or give a mask file or URL; what is painted wins.`;
+  }
+  wrapper.append(legend, drop, url, thumbnail, help);
   return wrapper;
 }
 
@@ -280,14 +299,13 @@ function renderFields() {
   const holder = element("fields");
   holder.replaceChildren(
     ...page.fields.map((field) => {
-      if (field.kind === "image") return imageControl(field);
-      if (field.kind === "mask") return maskControl(field);
+      if (field.kind === "image" || field.kind === "mask") return imageControl(field);
       if (field.kind === "integer" || field.kind === "number") return numberControl(field);
       return simpleControl(field);
     }),
   );
   for (const field of page.fields) {
-    if (field.kind === "image" && page.images[field.name]) page.values[field.name] = page.images[field.name].value;
+    if ((field.kind === "image" || field.kind === "mask") && page.images[field.name]) page.values[field.name] = page.images[field.name].value;
   }
 }
 
@@ -303,6 +321,7 @@ function acceptDrops(target, name) {
     event.preventDefault();
     event.stopPropagation();
     target.classList.remove("dragging");
+    if (!page.fields.some((field) => field.name === name)) return;
     const file = [...(event.dataTransfer?.files ?? [])].find((item) => item.type.startsWith("image/"));
     if (file) setImageFile(name, file);
     else if (event.dataTransfer?.getData("text/uri-list")) setImageUrl(name, event.dataTransfer.getData("text/uri-list").split("\n")[0].trim());
@@ -330,26 +349,45 @@ function measure(url) {
 async function displayCopy(file, size) {
   const shown = fitWithin(size.width, size.height, DISPLAY_SIDE, DISPLAY_SIDE);
   if (shown.scale === 1) return URL.createObjectURL(file);
-  const bitmap = await createImageBitmap(file, { resizeWidth: shown.width, resizeHeight: shown.height, resizeQuality: "high" });
-  const canvas = document.createElement("canvas");
-  canvas.width = shown.width;
-  canvas.height = shown.height;
-  canvas.getContext("2d").drawImage(bitmap, 0, 0);
-  bitmap.close();
-  return new Promise((resolve) => canvas.toBlob((blob) => resolve(URL.createObjectURL(blob)), "image/jpeg", 0.9));
+  try {
+    const bitmap = await createImageBitmap(file, { resizeWidth: shown.width, resizeHeight: shown.height, resizeQuality: "high" });
+    const canvas = document.createElement("canvas");
+    canvas.width = shown.width;
+    canvas.height = shown.height;
+    canvas.getContext("2d").drawImage(bitmap, 0, 0, shown.width, shown.height);
+    bitmap.close();
+    // JPEG only for a JPEG: a PNG, WebP or GIF may be transparent, which JPEG would turn black.
+    const type = file.type === "image/jpeg" ? "image/jpeg" : "image/png";
+    return await new Promise((resolve) => canvas.toBlob((blob) => resolve(URL.createObjectURL(blob)), type, 0.9));
+  } catch {
+    // A picture this browser shows but cannot redraw (an SVG, say): shown as it is.
+    return URL.createObjectURL(file);
+  }
+}
+
+function nextVersion(name) {
+  page.imageVersions[name] = (page.imageVersions[name] ?? 0) + 1;
+  return page.imageVersions[name];
 }
 
 async function setImageFile(name, file) {
+  const version = nextVersion(name);
   const whole = URL.createObjectURL(file);
   const size = await measure(whole);
   URL.revokeObjectURL(whole);
+  if (version !== page.imageVersions[name]) return;
   if (!size) {
     showError(`${file.name || "The pasted file"} is not an image this browser can read: pick a JPEG, PNG or WebP file.`);
     return;
   }
   const preview = await displayCopy(file, size);
   // The original bytes are sent, whatever size the preview is shown at.
-  setImage(name, { value: await readAsDataUri(file), preview, ...size, label: file.name || "pasted image" });
+  const value = await readAsDataUri(file);
+  if (version !== page.imageVersions[name]) {
+    URL.revokeObjectURL(preview);
+    return;
+  }
+  setImage(name, { value, preview, ...size, label: file.name || "pasted image" });
 }
 
 async function setImageUrl(name, url) {
@@ -358,9 +396,12 @@ async function setImageUrl(name, url) {
     showError(`"${url}" is not an http(s) URL: give one that starts with http:// or https://, or pick a file.`);
     return;
   }
+  const version = nextVersion(name);
+  // Sent at once, shown once this browser has loaded it (if it can: the server may reach what it cannot).
+  setImage(name, { value: url, preview: "", width: 0, height: 0, label: url });
   const size = await measure(url);
-  // A URL this browser cannot show may still be one the server can fetch: send it all the same.
-  setImage(name, { value: url, preview: size ? url : "", width: size?.width ?? 0, height: size?.height ?? 0, label: url });
+  if (!size || version !== page.imageVersions[name]) return;
+  setImage(name, { value: url, preview: url, ...size, label: url });
 }
 
 function chosenText(image) {
@@ -369,7 +410,7 @@ function chosenText(image) {
 
 function setImage(name, image) {
   const previous = page.images[name];
-  if (previous?.preview.startsWith("blob:")) URL.revokeObjectURL(previous.preview);
+  if (previous?.preview.startsWith("blob:") && previous.preview !== image.preview) URL.revokeObjectURL(previous.preview);
   page.images[name] = image;
   page.values[name] = image.value;
   showError("");
@@ -378,11 +419,15 @@ function setImage(name, image) {
     fieldset.querySelector(".chosen").textContent = chosenText(image);
     const thumbnail = fieldset.querySelector(".thumbnail");
     thumbnail.src = image.preview;
-    // The input photo is shown large beside the form; other images (the reference) here.
+    // The input photo is shown large beside the form; other images (the reference, a mask file) here.
     thumbnail.hidden = name === "image" || !image.preview;
   }
   if (name === "image") {
-    page.paint.reset();
+    // A result belongs to the input it was made from: a new input clears it, and what was painted on the old one.
+    if (previous?.value !== image.value) {
+      page.paint.reset();
+      clearResults();
+    }
     showInput();
   }
 }
@@ -400,28 +445,44 @@ function showInput() {
     element("input-size").textContent = `${image.width} × ${image.height}`;
   } else {
     shown.hidden = true;
-    element("input-size").textContent = "shown by the server only";
+    stage.style.aspectRatio = "";
+    element("input-size").textContent = "not shown here: the server fetches it";
   }
   updatePainter();
 }
 
+function pasteTarget() {
+  // The image field that has the focus, else the input photo.
+  const focused = document.activeElement?.closest?.("fieldset[data-field]")?.dataset.field;
+  return focused && page.fields.some((field) => field.name === focused) ? focused : "image";
+}
+
 document.addEventListener("paste", (event) => {
-  const typing = event.target.closest?.("input[type=text], input[type=url], input[type=password], textarea");
+  const typing = event.target.closest?.(TYPING);
+  const text = event.clipboardData?.getData("text/plain")?.trim() ?? "";
+  // Text pasted into a text box stays text, even when the clipboard also holds a picture of it (office programs).
+  if (typing && text) return;
   const file = [...(event.clipboardData?.files ?? [])].find((item) => item.type.startsWith("image/"));
   if (file) {
     event.preventDefault();
-    const target = page.fields.some((field) => field.name === page.imageTarget) ? page.imageTarget : "image";
-    setImageFile(target, file);
-  } else if (!typing) {
-    const text = event.clipboardData?.getData("text/plain")?.trim() ?? "";
-    if (/^https?:\/\//i.test(text)) setImageUrl(page.imageTarget, text);
+    setImageFile(pasteTarget(), file);
+  } else if (!typing && /^https?:\/\//i.test(text)) {
+    setImageUrl(pasteTarget(), text);
   }
 });
 
+// A file dropped anywhere else would make the browser open it, and the form would be lost.
+document.addEventListener("dragover", (event) => event.preventDefault());
+document.addEventListener("drop", (event) => event.preventDefault());
+
 // ---- the mask painter -------------------------------------------------------------------------
 
+function takesMask() {
+  return page.fields.some((field) => field.kind === "mask");
+}
+
 function paints() {
-  return page.fields.some((field) => field.kind === "mask") && Boolean(page.images.image?.width);
+  return takesMask() && Boolean(page.images.image?.width);
 }
 
 function updatePainter() {
@@ -432,12 +493,11 @@ function updatePainter() {
 }
 
 function canvasSize() {
-  const canvas = element("paint-canvas");
-  const box = canvas.getBoundingClientRect();
+  const box = element("paint-canvas").getBoundingClientRect();
   const image = page.images.image;
   // A backing store no larger than the image: the preview needs no more detail than the mask has.
   const ratio = Math.min(window.devicePixelRatio || 1, image.width / Math.max(1, box.width));
-  return { width: Math.max(1, Math.round(box.width * ratio)), height: Math.max(1, Math.round(box.height * ratio)), box };
+  return { width: Math.max(1, Math.round(box.width * ratio)), height: Math.max(1, Math.round(box.height * ratio)) };
 }
 
 function drawMask(mask, width, height) {
@@ -449,23 +509,16 @@ function drawMask(mask, width, height) {
   canvas.getContext("2d").putImageData(new ImageData(maskToRgba(mask, PAINT_COLOUR), width, height), 0, 0);
 }
 
+// What was painted, drawn at the preview's size (the full-size mask is made only when it is sent).
 function renderMask() {
   if (!paints()) return;
   const { width, height } = canvasSize();
   const scale = width / page.images.image.width;
-  page.baseMask = { mask: rasterize(page.paint.operations, width, height, scale), width, height, scale };
-  drawMask(page.baseMask.mask, width, height);
-  const full = page.paint.operations.length ? rasterize(page.paint.operations, page.images.image.width, page.images.image.height) : null;
-  element("mask-coverage").textContent = full ? `${(coverage(full) * 100).toFixed(1)} % selected` : "nothing painted yet";
+  page.preview = { mask: rasterize(page.paint.operations, width, height, scale), width, height, scale };
+  drawMask(page.preview.mask, width, height);
+  element("mask-coverage").textContent = page.paint.operations.length ? `${(coverage(page.preview.mask) * 100).toFixed(1)} % selected` : "nothing painted yet";
   element("undo").disabled = !page.paint.canUndo;
   element("redo").disabled = !page.paint.canRedo;
-}
-
-function renderStroke() {
-  const { mask, width, height, scale } = page.baseMask;
-  const drawn = mask.slice();
-  applyOperation(drawn, width, height, page.stroke, scale);
-  drawMask(drawn, width, height);
 }
 
 function pointerAt(event) {
@@ -473,10 +526,27 @@ function pointerAt(event) {
   return toImagePoint(event.clientX, event.clientY, element("paint-canvas").getBoundingClientRect(), image.width, image.height);
 }
 
+function extendStroke(point) {
+  const stroke = page.stroke;
+  const last = stroke.points[stroke.points.length - 1];
+  // Points closer than a quarter of the radius add nothing a round brush has not covered.
+  if (Math.hypot(point[0] - last[0], point[1] - last[1]) < stroke.radius / 4) return;
+  stroke.points.push(point);
+  const { width, height, scale } = page.preview;
+  applyOperation(stroke.drawn, width, height, { ...stroke, points: [last, point] }, scale);
+  if (!stroke.frame) {
+    stroke.frame = requestAnimationFrame(() => {
+      stroke.frame = 0;
+      drawMask(stroke.drawn, width, height);
+    });
+  }
+}
+
 function startPainter() {
   const canvas = element("paint-canvas");
   canvas.addEventListener("pointerdown", (event) => {
-    if (event.button !== 0 || !paints()) return;
+    // One pointer paints at a time: a second finger (a pinch) does not join the stroke.
+    if (event.button !== 0 || !paints() || page.stroke) return;
     event.preventDefault();
     canvas.setPointerCapture(event.pointerId);
     const image = page.images.image;
@@ -484,24 +554,27 @@ function startPainter() {
     const brush = Number(element("brush-size").value);
     const erase = document.querySelector("input[name=brush-mode]:checked").value === "erase";
     // The brush is sized on the screen; its radius is kept in the image's pixels.
-    page.stroke = { type: "stroke", erase, radius: (brush / 2) * (image.width / box.width), points: [pointerAt(event)] };
-    renderStroke();
+    const stroke = { type: "stroke", erase, radius: (brush / 2) * (image.width / box.width), points: [pointerAt(event)] };
+    const { width, height, scale } = page.preview;
+    page.stroke = { ...stroke, pointerId: event.pointerId, drawn: applyOperation(page.preview.mask.slice(), width, height, stroke, scale), frame: 0 };
+    drawMask(page.stroke.drawn, width, height);
   });
   canvas.addEventListener("pointermove", (event) => {
-    if (!page.stroke) return;
-    const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
-    for (const each of events.length ? events : [event]) page.stroke.points.push(pointerAt(each));
-    renderStroke();
+    if (!page.stroke || event.pointerId !== page.stroke.pointerId) return;
+    const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [];
+    for (const each of events.length ? events : [event]) extendStroke(pointerAt(each));
   });
-  const finish = () => {
-    if (!page.stroke) return;
-    page.paint.push(page.stroke);
+  const finish = (event) => {
+    if (!page.stroke || event.pointerId !== page.stroke.pointerId) return;
+    const { type, erase, radius, points, frame } = page.stroke;
+    if (frame) cancelAnimationFrame(frame);
+    page.paint.push({ type, erase, radius, points });
     page.stroke = null;
     renderMask();
   };
-  canvas.addEventListener("pointerup", finish);
-  canvas.addEventListener("pointercancel", finish);
+  for (const ending of ["pointerup", "pointercancel", "lostpointercapture"]) canvas.addEventListener(ending, finish);
   const act = (change) => () => {
+    if (page.stroke) return;
     change();
     renderMask();
   };
@@ -511,7 +584,7 @@ function startPainter() {
   element("invert").addEventListener("click", act(() => page.paint.push({ type: "invert" })));
   document.addEventListener("keydown", (event) => {
     if (!(event.ctrlKey || event.metaKey) || event.key.toLowerCase() !== "z" || !paints()) return;
-    if (event.target.closest("input[type=text], input[type=url], input[type=number], textarea")) return;
+    if (event.target.closest(TYPING)) return;
     event.preventDefault();
     act(() => (event.shiftKey ? page.paint.redo() : page.paint.undo()))();
   });
@@ -536,114 +609,164 @@ function encodeMask() {
 async function currentRequest() {
   const values = { ...page.values };
   for (const field of page.fields) {
-    if (field.kind === "mask") values[field.name] = paints() ? await encodeMask() : "";
+    if (field.kind !== "mask") continue;
+    const painted = paints() && page.paint.operations.length ? await encodeMask() : "";
+    values[field.name] = painted || page.images[field.name]?.value || "";
   }
   const { body, missing } = requestBody(page.fields, values);
-  return { slug: page.model.slug, url: `${location.origin}/v2/${page.model.slug}`, body, missing };
+  return { slug: page.model.slug, fields: page.fields, url: `${location.origin}/v2/${page.model.slug}`, body, missing };
 }
 
 function missingMessage(missing) {
   return missing
     .map((name) => {
-      if (name === "mask") return page.images.image ? "Paint over what to select on the input image." : "Add a photo, then paint over what to select.";
       const field = page.fields.find((candidate) => candidate.name === name);
+      if (field.kind === "mask") {
+        if (!page.images.image) return "Add a photo, then paint over what to select.";
+        if (!paints()) return "This browser cannot show that photo, so it cannot be painted on: give a mask file or URL.";
+        return "Paint over what to select on the input image, or give a mask file.";
+      }
       return field.kind === "image" ? `Add ${field.label.toLowerCase()}: drop, paste or pick a file, or give a URL.` : `Fill in ${field.label.toLowerCase()}.`;
     })
     .join(" ");
 }
 
 function setRunning(running) {
-  element("run").disabled = running;
+  element("run").disabled = running || !page.model;
   element("cancel").hidden = !running;
   element("cancel").disabled = false;
   element("progress").hidden = !running;
 }
 
-function tick() {
-  const job = page.job;
-  if (!job) return;
+function announce(job) {
+  // Read out when the status changes; the ticking seconds are not.
+  if (job.announced !== job.status) {
+    job.announced = job.status;
+    element("status-announcer").textContent = progressLine(job.status, null, (performance.now() - job.started) / 1000).split(" · ")[0];
+  }
+}
+
+function tick(job) {
   const seconds = (performance.now() - job.started) / 1000;
   element("progress-line").textContent = progressLine(job.status, job.progress, seconds);
   const bar = element("progress");
   if (typeof job.progress === "number") bar.value = job.progress;
   else bar.removeAttribute("value");
+  announce(job);
 }
 
-async function run(event) {
-  event.preventDefault();
-  if (page.job) return;
-  showError("");
-  clearResults();
-  document.body.dataset.state = "running";
-  const request = await currentRequest();
-  if (request.missing.length) {
-    showError(missingMessage(request.missing));
-    document.body.dataset.state = "refused";
-    return;
-  }
-  setRunning(true);
-  page.job = { status: "QUEUED", progress: null, started: performance.now(), slug: request.slug };
-  page.job.timer = setInterval(tick, 100);
-  tick();
-  try {
-    const response = await fetch(`/v2/${request.slug}`, { method: "POST", headers: headers(true), body: JSON.stringify(request.body) });
-    const answer = await readJson(response);
-    if (!response.ok) {
-      page.job.status = "REFUSED";
-      throw new Error(describeRefusal(response.status, answer.error, response.headers.get("retry-after"), request.slug));
-    }
-    page.job.id = answer.request_id;
-    document.body.dataset.requestId = answer.request_id;
-    await follow(pathOf(answer.status_url), pathOf(answer.response_url), request);
-    document.body.dataset.state = "done";
-  } catch (failure) {
-    showError(failure.message);
-    document.body.dataset.state = "failed";
-  } finally {
-    clearInterval(page.job.timer);
-    tick();
+function isCurrent(job) {
+  return page.job === job && !job.abandoned;
+}
+
+function endRun(job) {
+  clearInterval(job.timer);
+  if (page.job === job) {
     page.job = null;
     setRunning(false);
   }
 }
 
+// A run whose model is left: cancelled on the server (once its id is known), and never drawn.
+function abandon(job) {
+  job.abandoned = true;
+  job.cancelWanted = true;
+  if (job.id) sendCancel(job);
+  endRun(job);
+}
+
+async function run(event) {
+  event.preventDefault();
+  if (page.job || !page.model) return;
+  // Taken before anything is awaited: a second click meanwhile finds a run under way and sends nothing.
+  const job = { status: "QUEUED", progress: null, started: performance.now(), slug: page.model.slug, key: currentKey() };
+  page.job = job;
+  setRunning(true);
+  showError("");
+  clearResults();
+  document.body.dataset.state = "running";
+  job.timer = setInterval(() => tick(job), 100);
+  tick(job);
+  try {
+    const request = await currentRequest();
+    if (!isCurrent(job)) return;
+    if (request.missing.length) {
+      job.status = "REFUSED";
+      showError(missingMessage(request.missing));
+      document.body.dataset.state = "refused";
+      return;
+    }
+    const response = await fetch(`/v2/${request.slug}`, { method: "POST", headers: headers(job.key, true), body: JSON.stringify(request.body) });
+    const answer = await readJson(response);
+    if (!response.ok) {
+      job.status = "REFUSED";
+      throw new Error(describeRefusal(response.status, answer.error, response.headers.get("retry-after"), request.slug));
+    }
+    job.id = answer.request_id;
+    document.body.dataset.requestId = answer.request_id;
+    if (job.cancelWanted) sendCancel(job);
+    await follow(job, pathOf(answer.status_url), pathOf(answer.response_url), request);
+    if (isCurrent(job)) document.body.dataset.state = "done";
+  } catch (failure) {
+    if (isCurrent(job)) {
+      if (!["REFUSED", "FAILED", "CANCELED"].includes(job.status)) job.status = "FAILED";
+      showError(failure instanceof TypeError ? `The server could not be reached (${failure.message}).` : failure.message);
+      document.body.dataset.state = "failed";
+    }
+  } finally {
+    if (isCurrent(job)) tick(job);
+    endRun(job);
+  }
+}
+
 const sleep = (milliseconds) => new Promise((resolve) => setTimeout(resolve, milliseconds));
 
-async function follow(statusPath, resultPath, request) {
+async function follow(job, statusPath, resultPath, request) {
+  const sent = headers(job.key);
   for (;;) {
-    const response = await fetch(statusPath, { headers: headers() });
+    if (!isCurrent(job)) return;
+    const response = await fetch(statusPath, { headers: sent });
     const answer = await readJson(response);
     if (response.status === 422 || answer.status === "FAILED" || answer.status === "CANCELED") {
-      page.job.status = answer.status ?? "FAILED";
-      throw new Error(answer.error || `The request ${page.job.status === "CANCELED" ? "was cancelled" : "failed"}.`);
+      job.status = answer.status ?? "FAILED";
+      throw new Error(answer.error || `The request ${job.status === "CANCELED" ? "was cancelled" : "failed"}.`);
     }
     if (!response.ok) throw new Error(describeRefusal(response.status, answer.error, response.headers.get("retry-after"), request.slug));
-    page.job.status = answer.status;
-    page.job.progress = answer.progress ?? null;
+    job.status = answer.status;
+    job.progress = answer.progress ?? null;
     if (answer.status === "COMPLETED") break;
     await sleep(POLL_MILLISECONDS);
   }
-  const response = await fetch(resultPath, { headers: headers() });
+  const response = await fetch(resultPath, { headers: sent });
   const result = await readJson(response);
   if (!response.ok) throw new Error(describeRefusal(response.status, result.error, null, request.slug));
-  const outputs = result.outputs ?? [result.output];
   const blobs = [];
-  for (const output of outputs) {
-    const image = await fetch(pathOf(output), { headers: headers() });
+  for (const output of result.outputs ?? [result.output]) {
+    const image = await fetch(pathOf(output), { headers: sent });
     if (!image.ok) throw new Error(describeRefusal(image.status, (await readJson(image)).error, null, request.slug));
     blobs.push(await image.blob());
   }
-  await showResults(blobs, result, request);
+  if (isCurrent(job)) await showResults(blobs, result, request);
 }
 
-async function cancel() {
-  const job = page.job;
-  if (!job?.id) return;
-  element("cancel").disabled = true;
-  const response = await fetch(`/v2/requests/${job.id}`, { method: "DELETE", headers: headers() });
-  if (!response.ok && response.status !== 409) {
-    showError(describeRefusal(response.status, (await readJson(response)).error, null, job.slug));
+async function sendCancel(job) {
+  try {
+    const response = await fetch(`/v2/requests/${job.id}`, { method: "DELETE", headers: headers(job.key) });
+    if (!response.ok && response.status !== 409 && isCurrent(job)) {
+      showError(describeRefusal(response.status, (await readJson(response)).error, null, job.slug));
+    }
+  } catch (failure) {
+    if (isCurrent(job)) showError(`The cancel did not reach the server (${failure.message}).`);
   }
+}
+
+function cancel() {
+  const job = page.job;
+  if (!job) return;
+  element("cancel").disabled = true;
+  job.cancelWanted = true;
+  // Before its id is known (a large image still uploading) the cancel is sent as soon as it is.
+  if (job.id) sendCancel(job);
 }
 
 // ---- results ----------------------------------------------------------------------------------
@@ -679,20 +802,20 @@ function hasTransparency(bitmap) {
 
 async function showResults(blobs, result, request) {
   clearResults();
-  const isMask = answersWithMask(page.fields, request.body);
-  page.results = [];
+  const isMask = answersWithMask(request.fields, request.body);
+  const results = [];
   for (const blob of blobs) {
     const bitmap = await createImageBitmap(blob);
-    page.results.push({ url: URL.createObjectURL(blob), blob, width: bitmap.width, height: bitmap.height, transparent: !isMask && hasTransparency(bitmap) });
+    results.push({ url: URL.createObjectURL(blob), blob, width: bitmap.width, height: bitmap.height, transparent: !isMask && hasTransparency(bitmap) });
     bitmap.close();
   }
+  page.results = results;
   page.result = { metrics: result.metrics ?? {}, isMask, requestId: result.request_id, slug: request.slug };
-  const detections = Array.isArray(page.result.metrics.detections);
+  const detections = Array.isArray(page.result.metrics.detections) && page.result.metrics.detections.length > 0;
   const views = element("result-views");
   views.hidden = false;
   views.querySelector("input[value=overlay]").parentElement.hidden = !(isMask || detections);
-  const first = page.results[0];
-  const view = isMask ? "overlay" : first.transparent ? "plain" : "compare";
+  const view = isMask || detections ? "overlay" : results[0].transparent ? "plain" : "compare";
   views.querySelector(`input[value=${view}]`).checked = true;
   renderSamples();
   showSample(0);
@@ -819,8 +942,9 @@ function renderView() {
       drawOverlay(sample);
       drawBoxes(sample);
     };
+    // One handler at a time: a result that never loads leaves no pile of them behind.
+    output.onload = output.complete ? null : draw;
     if (output.complete) draw();
-    else output.addEventListener("load", draw, { once: true });
   }
 }
 
@@ -832,8 +956,9 @@ function setComparison() {
 // ---- snippets ---------------------------------------------------------------------------------
 
 async function copySnippet(kind) {
+  if (!page.model) return;
   const request = await currentRequest();
-  const withKey = Boolean(element("api-key").value.trim());
+  const withKey = Boolean(currentKey());
   const text = kind === "curl" ? curlCommand(request.url, request.body, withKey) : pythonSnippet(request.url, request.body, withKey);
   element("snippet").textContent = abridged(text);
   element("snippet").dataset.full = text;
@@ -855,8 +980,10 @@ function start() {
   key.value = localStorage.getItem(KEY_STORAGE) ?? "";
   key.addEventListener("change", () => {
     localStorage.setItem(KEY_STORAGE, key.value.trim());
+    // The list again, for what this key may see; the form, and a run under way (it keeps its own key), stay.
     loadModels();
   });
+  element("run").disabled = true;
   element("form").addEventListener("submit", run);
   element("cancel").addEventListener("click", cancel);
   element("copy-curl").addEventListener("click", () => copySnippet("curl"));

@@ -48,8 +48,10 @@ export function pythonSnippet(url, body, withKey) {
     'if result["status"] != "COMPLETED":',
     '    raise SystemExit(result.get("error", result["status"]))',
     'for number, output in enumerate(result["outputs"]):',
-    '    with open(f"output-{number}.png", "wb") as file:',
-    "        file.write(httpx.get(output, headers=headers).content)",
+    "    image = httpx.get(output, headers=headers)",
+    '    extension = {"image/jpeg": "jpg", "image/webp": "webp"}.get(image.headers["content-type"], "png")',
+    '    with open(f"output-{number}.{extension}", "wb") as file:',
+    "        file.write(image.content)",
     "",
   ].join("\n");
 }
