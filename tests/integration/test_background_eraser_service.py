@@ -69,6 +69,9 @@ def test_mask_and_cutout_are_plausible_and_agree(client, name):
     cutout = decode(client.post("/v1/background-eraser", json={"image": encoded, "return_mask": False}).content)
     assert cutout.shape == (*image.shape[:2], 4)
     assert np.array_equal(cutout[..., 3], mask)
+    assert not cutout[mask == 0].any(), "a clear pixel of the cut-out keeps a colour of the removed background"
+    sent = decode(base64.b64decode(encoded))
+    assert np.array_equal(cutout[mask == 255][:, :3], sent[mask == 255])
 
     inverted = decode(client.post("/v1/background-eraser", json={"image": encoded, "invert_mask": True}).content)
     assert np.array_equal(inverted, 255 - mask)
@@ -80,6 +83,7 @@ def test_mask_and_cutout_are_plausible_and_agree(client, name):
 def test_metrics_name_the_engine(client):
     body = client.post("/v1/background-eraser", json={"image": jpeg_base64(data.coffee()), "base64": True}).json()
     assert body["metrics"]["engine"] == "u2net"
+    assert body["metrics"]["model"] == "u2net.onnx"
     assert 0 < body["metrics"]["inference_time"] < body["metrics"]["total_time"]
     models = {entry["slug"]: entry for entry in client.get("/v1/models").json()["models"]}
     assert models["background-eraser"]["weights_installed"] is True

@@ -58,6 +58,7 @@ def test_prompt_selects_the_subject(client, photo, prompt):
     assert [d["label"] for d in detections] == [prompt]
     assert detections[0]["score"] >= 0.2
     assert body["metrics"]["engine"] == "centernet+u2net"
+    assert body["metrics"]["model"].startswith("centernet") and body["metrics"]["model"].endswith("+u2net.onnx")
 
 
 def test_one_mask_over_the_astronaut(client):
@@ -82,7 +83,9 @@ def test_outputs_of_automatic_mask_generator(client):
     mask = decode(client.post("/v1/automatic-mask-generator", json=base).content)
     alpha = decode(client.post("/v1/automatic-mask-generator", json={**base, "return_alpha": True}).content)
     assert alpha.shape == (*image.shape[:2], 4) and np.array_equal(alpha[..., 3], mask)
-    assert np.array_equal(alpha[..., :3], image)
+    # The cut-out keeps the photo where the mask is solid and carries nothing where it is clear.
+    assert np.array_equal(alpha[mask == 255][:, :3], image[mask == 255])
+    assert not alpha[mask == 0].any()
     overlay = decode(client.post("/v1/automatic-mask-generator", json={**base, "return_mask": False, "output_format": "png"}).content)
     assert overlay.shape == image.shape
     assert np.array_equal(overlay[mask == 0], image[mask == 0]) and not np.array_equal(overlay[mask > 0], image[mask > 0])

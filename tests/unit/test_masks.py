@@ -13,7 +13,6 @@ from retouch.imaging.masks import (
     grow_mask,
     invert_mask,
     is_empty,
-    mask_as_alpha,
 )
 
 
@@ -133,37 +132,6 @@ def test_binarize_bool_and_float_masks() -> None:
 def test_binarize_refuses_other_dtypes() -> None:
     with pytest.raises(ValueError, match="int32"):
         binarize(np.zeros((2, 2), dtype=np.int32))
-
-
-def test_mask_as_alpha_replaces_the_alpha_and_keeps_the_colours() -> None:
-    image = np.zeros((2, 3, 4), dtype=np.uint8)
-    image[..., 0] = 10
-    image[..., 1] = 20
-    image[..., 2] = 30
-    image[..., 3] = 99
-    mask = np.array([[0, 128, 255], [255, 0, 7]], dtype=np.uint8)
-
-    rgba = mask_as_alpha(image, mask)
-
-    assert rgba.shape == (2, 3, 4)
-    assert rgba.dtype == np.uint8
-    np.testing.assert_array_equal(rgba[..., :3], image[..., :3])
-    np.testing.assert_array_equal(rgba[..., 3], mask)
-    assert (image[..., 3] == 99).all()
-
-
-def test_mask_as_alpha_of_rgb() -> None:
-    image = np.full((1, 2, 3), 50, dtype=np.uint8)
-    mask = np.array([[255, 0]], dtype=np.uint8)
-
-    rgba = mask_as_alpha(image, mask)
-
-    np.testing.assert_array_equal(rgba, np.array([[[50, 50, 50, 255], [50, 50, 50, 0]]], dtype=np.uint8))
-
-
-def test_mask_as_alpha_refuses_another_size() -> None:
-    with pytest.raises(ValueError, match="mask is 3x1 but image is 2x1"):
-        mask_as_alpha(np.zeros((1, 2, 3), dtype=np.uint8), np.zeros((1, 3), dtype=np.uint8))
 
 
 def test_draw_overlay_blends_only_selected_pixels() -> None:

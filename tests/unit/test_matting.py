@@ -9,7 +9,7 @@ from skimage import data
 
 from retouch.engines.composite import CompositeEngine, contact_shadow, cover_crop, harmonize
 from retouch.engines.diffusion import adapter_reference
-from retouch.imaging.matting import alpha_of, blend, cut_out, estimate_foreground, paste_subject, refine_alpha
+from retouch.imaging.matting import alpha_of, blend, cut_out, cut_out_rgba, estimate_foreground, paste_subject, refine_alpha
 
 GREEN = np.array([0, 255, 0], np.float32)
 
@@ -160,3 +160,38 @@ def test_the_adapters_reference_is_bounded():
     assert adapter_reference(np.zeros((1, 4000, 3), np.uint8)).shape == (1, 2, 3)
     assert adapter_reference(np.zeros((3000, 1000, 4), np.uint8)).shape == (448, 224, 3)
     assert adapter_reference(np.zeros((100, 150, 3), np.uint8)).shape == (100, 150, 3)
+
+
+def test_a_cut_out_carries_nothing_of_the_removed_background():
+    photo, mask, subject = green_screen()
+    rgba = cut_out_rgba(photo, mask)
+    assert rgba.shape == (*mask.shape, 4) and rgba.dtype == np.uint8
+    assert np.array_equal(rgba[..., 3], mask)
+    # Clear pixels are (0, 0, 0, 0): dropping the alpha channel shows black, not the old background.
+    assert (mask == 0).mean() > 0.3
+    assert not rgba[mask == 0].any()
+    # Solid pixels are the photo's own, bit for bit.
+    solid = mask == 255
+    assert np.array_equal(rgba[solid][:, :3], photo[solid])
+    # The fringe's colour is the subject's, the green screen taken out of it.
+    fringe = fringe_of(mask)
+    colours = rgba[fringe][:, :3].astype(np.float32)
+    to_subject = np.linalg.norm(colours - subject[fringe], axis=1).mean()
+    to_screen = np.linalg.norm(colours - GREEN, axis=1).mean()
+    assert to_subject < 0.5 * to_screen
+    photo_to_subject = np.linalg.norm(photo[fringe].astype(np.float32) - subject[fringe], axis=1).mean()
+    assert to_subject < 0.6 * photo_to_subject
+
+
+def test_a_large_cut_out_takes_its_fringe_from_a_reduced_estimate_and_stays_as_clean():
+    """Past ESTIMATE_SIDE the means come from a reduced copy: the fringe must come out as clean as at full size."""
+    photo, mask, subject = green_screen(2400)
+    fringe = fringe_of(mask)
+    large = cut_out_rgba(photo, mask)[fringe][:, :3].astype(np.float32)
+    error = np.linalg.norm(large - subject[fringe], axis=1).mean()
+    small_photo, small_mask, small_subject = green_screen(800)
+    small_fringe = fringe_of(small_mask)
+    small = cut_out_rgba(small_photo, small_mask)[small_fringe][:, :3].astype(np.float32)
+    small_error = np.linalg.norm(small - small_subject[small_fringe], axis=1).mean()
+    assert error < 1.3 * small_error, (error, small_error)
+    assert not cut_out_rgba(photo, mask)[mask == 0].any()

@@ -59,9 +59,10 @@ test("the progress line shows the status, the share done while processing, and t
 });
 
 test("metrics: engine, times, the seed or every seed, and how many detections", () => {
-  const rows = metricRows({ engine: "composite", inference_time: 0.5, queue_time: 0.01, seed: 3, seeds: [3, 4], detections: [{}, {}] });
+  const rows = metricRows({ engine: "composite", model: "u2net.onnx", inference_time: 0.5, queue_time: 0.01, seed: 3, seeds: [3, 4], detections: [{}, {}] });
   assert.deepEqual(rows, [
     ["Engine", "composite"],
+    ["Weights", "u2net.onnx"],
     ["Inference", "0.50 s"],
     ["Queued", "0.01 s"],
     ["Seeds", "3, 4"],

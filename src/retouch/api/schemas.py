@@ -24,6 +24,10 @@ class Metrics(BaseModel):
         description="Times a worker started it (more than 1 after a worker died).",
     )
     seed: int | None = Field(default=None, description="The seed used, where the model takes one.")
+    model: str | None = Field(
+        default=None,
+        description="The weight file(s) that ran, e.g. u2net.onnx, or centernet.onnx+u2net.onnx (background-eraser, text-to-mask).",
+    )
     detections: list[dict[str, Any]] | None = Field(default=None, description="Boxes, labels and scores (text-to-mask slugs).")
 
 

@@ -58,6 +58,11 @@ class CocoTextMaskEngine:
             mask[top:bottom, left:right] = shape
         return mask
 
+    @property
+    def model_files(self) -> tuple[str, ...]:
+        """The weight files this engine runs (reported as metrics.model): the detector's, then the refiner's."""
+        return (self.detector.model_path.name, *self.refiner.model_files)
+
     def segment(
         self, image: np.ndarray, prompt: str, min_score: float, iou_threshold: float, on_step: Callable[[float], None] | None = None
     ) -> TextMaskResult:

@@ -212,6 +212,11 @@ class OpenVocabularyEngine:
         union[selected.cpu().numpy()] = 255
         return union
 
+    @property
+    def model_files(self) -> tuple[str, ...]:
+        """The weights this engine runs (reported as metrics.model): the detector's folder, then the segmenter's."""
+        return (self.detector_path.name, self.segmenter_path.name)
+
     def segment(
         self, image: np.ndarray, prompt: str, min_score: float, iou_threshold: float, on_step: Callable[[float], None] | None = None
     ) -> TextMaskResult:

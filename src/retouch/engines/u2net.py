@@ -166,6 +166,11 @@ class U2NetEngine:
             self.device = resolved
             self._session = session
 
+    @property
+    def model_files(self) -> tuple[str, ...]:
+        """The weight files this engine runs (reported as metrics.model)."""
+        return (self.model_path.name,)
+
     def predict(self, image: np.ndarray) -> np.ndarray:
         """The saliency mask (uint8 H x W, 0..255) of an RGB or RGBA uint8 image, at the image's size.
 

@@ -11,7 +11,6 @@ from retouch.imaging.masks import (
     grow_mask,
     invert_mask,
     is_empty,
-    mask_as_alpha,
 )
 
 __all__ = [
@@ -33,7 +32,6 @@ __all__ = [
     "grow_mask",
     "invert_mask",
     "is_empty",
-    "mask_as_alpha",
     "read_image_source",
     "system_resolver",
     "to_base64",

@@ -50,17 +50,6 @@ def invert_mask(mask: np.ndarray) -> np.ndarray:
     return np.subtract(np.uint8(255), mask)
 
 
-def mask_as_alpha(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """RGBA image whose colours are image's and whose alpha is mask (an existing alpha is replaced)."""
-    _check_image(image)
-    _check_uint8_mask(mask, "mask")
-    _check_same_size(image, mask)
-    rgba = np.empty((*mask.shape, 4), dtype=np.uint8)
-    rgba[..., :3] = image[..., :3]
-    rgba[..., 3] = mask
-    return rgba
-
-
 def draw_overlay(
     image: np.ndarray,
     mask: np.ndarray,

@@ -14,7 +14,8 @@ background as they are, they leave a halo of the old one. So:
   alpha is large enough. Tuned on one photo over a green screen; on three others over blue, white
   and red screens, the share of the old background left in the fringe went from 36, 14 and 72% to
   14, 5 and 43%, and the colour error from 24, 13 and 32 to 9, 4 and 19 levels.
-- `blend` lays the result over the new background.
+- `blend` lays the result over the new background; `cut_out_rgba` gives the cut-out itself, its fringe
+  decontaminated the same way and its clear pixels emptied.
 
 Images are RGB uint8 H x W x 3 in and out; alpha is float32 H x W in 0..1 inside this module.
 """
@@ -43,6 +44,8 @@ NARROW_SHARE = 0.006
 DIRECT_FROM, DIRECT_FULL = 0.1, 0.4
 # The wide pass is computed on a copy reduced so that its box is about this many pixels.
 WIDE_REDUCTION_BOX = 16
+# Longest side of the box the fusion runs on at full size; past it, on a reduced copy (see estimate_foreground).
+ESTIMATE_SIDE = 1024
 _TINY = 1e-5
 
 
@@ -89,9 +92,7 @@ def refine_alpha(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return refined
 
 
-def _local_means(
-    foreground: np.ndarray, background: np.ndarray, alpha: np.ndarray, radius: int, reduce: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _local_means(foreground: np.ndarray, background: np.ndarray, alpha: np.ndarray, radius: int, reduce: int) -> tuple[np.ndarray, np.ndarray]:
     """Box means (of `radius` pixels) of F weighted by a⁴ and of B weighted by (1 - a)⁴: the fringe's own mixed
     pixels weigh little in either, so its estimates come from the confident pixels around it. Computed on a
     copy reduced `reduce` times and enlarged back (a wide box mean is smooth: the reduction changes it by little)."""
@@ -133,31 +134,78 @@ def estimate_foreground(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     solution F = (I - (1 - a) B) / a with the local background B, blended in from DIRECT_FROM to DIRECT_FULL.
     """
     pixels = image[..., :3].astype(np.float32) * np.float32(1.0 / 255.0)
-    wide, narrow = _radius(image.shape, WIDE_SHARE, least=3), _radius(image.shape, NARROW_SHARE, least=3)
-    # Only the fringe (0 < alpha < 1) needs an estimate: solid pixels are their own colour, clear ones are not shown.
-    # Work on its bounding box, widened by the wide radius that its means reach over.
-    rows, columns = np.nonzero((alpha > 0.0) & (alpha < 1.0))
+    fringe, colours = fringe_colours(image, alpha)
+    pixels[fringe] = colours
+    return pixels
+
+
+def fringe_colours(image: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The fringe (0 < alpha < 1, a bool H x W) and the subject's own colour there (float32 N x 3, 0..1), in
+    the fringe's row-major order. Solid pixels are their own colour and clear ones are not shown: only the
+    fringe needs an estimate. The means are computed over the fringe's bounding box, widened by the wide
+    radius they reach over; on a box larger than ESTIMATE_SIDE the fusion runs on a reduced copy (its
+    means are smooth) and only the direct solution, on the fringe's own pixels, at full size: a
+    12-megapixel cut-out then costs a fraction of a second and keeps the fringe's detail."""
+    rgb = image[..., :3]
+    fringe = (alpha > 0.0) & (alpha < 1.0)
+    rows, columns = np.nonzero(fringe)
     if rows.size == 0:
-        return pixels
+        return fringe, np.empty((0, 3), np.float32)
+    wide = _radius(image.shape, WIDE_SHARE, least=3)
     top, bottom = max(0, rows.min() - wide), min(alpha.shape[0], rows.max() + wide + 1)
     left, right = max(0, columns.min() - wide), min(alpha.shape[1], columns.max() + wide + 1)
     box = (slice(top, bottom), slice(left, right))
-    result = pixels.copy()
-    result[box] = _estimate(pixels[box], alpha[box], wide, narrow)
-    return result
+    in_box = fringe[box]
+    height, width = bottom - top, right - left
+    reduce = max(height, width) / ESTIMATE_SIDE
+    scale = np.float32(1.0 / 255.0)
+    if reduce <= 1.0:
+        return fringe, _estimate(rgb[box].astype(np.float32) * scale, alpha[box])[0][in_box]
+    small = (max(1, round(width / reduce)), max(1, round(height / reduce)))
+    small_pixels = cv2.resize(np.ascontiguousarray(rgb[box]), small, interpolation=cv2.INTER_AREA).astype(np.float32) * scale
+    small_foreground, small_background = _estimate(small_pixels, cv2.resize(alpha[box], small, interpolation=cv2.INTER_AREA))
+    # The reduced estimates read back at the fringe's own pixels only (bilinear, pixel centres aligned).
+    box_rows, box_columns = np.nonzero(in_box)
+    map_x = _as_remap_grid((box_columns + 0.5) * (small[0] / width) - 0.5)
+    map_y = _as_remap_grid((box_rows + 0.5) * (small[1] / height) - 0.5)
+    count = box_rows.size
+    fused, background = (
+        cv2.remap(estimate, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).reshape(-1, 3)[:count]
+        for estimate in (small_foreground, small_background)
+    )
+    pixels = rgb[box][in_box].astype(np.float32) * scale
+    return fringe, _direct(pixels, alpha[box][in_box][:, np.newaxis], fused, background)
 
 
-def _estimate(pixels: np.ndarray, alpha: np.ndarray, wide: int, narrow: int) -> np.ndarray:
-    foreground, background = _fuse(pixels, pixels, pixels, alpha, wide, reduce=max(1, wide // WIDE_REDUCTION_BOX))
-    foreground, background = _fuse(pixels, foreground, background, alpha, narrow)
-    weight = alpha[..., np.newaxis]
+# OpenCV's remap takes maps of fewer than 32767 rows and columns: N coordinates go as rows of this many.
+_REMAP_ROW = 4096
+
+
+def _as_remap_grid(coordinates: np.ndarray) -> np.ndarray:
+    """N coordinates as a float32 map of rows of _REMAP_ROW, the last row padded with its last value."""
+    rows = -(-coordinates.size // _REMAP_ROW)
+    grid = np.full(rows * _REMAP_ROW, coordinates[-1], np.float32)
+    grid[: coordinates.size] = coordinates
+    return grid.reshape(rows, _REMAP_ROW)
+
+
+def _direct(pixels: np.ndarray, weight: np.ndarray, fused: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """The direct solution for F where alpha allows it, the fused estimate where it does not."""
     direct = np.clip((pixels - (1.0 - weight) * background) / np.maximum(weight, DIRECT_FROM), 0.0, 1.0)
     trust = np.clip((weight - DIRECT_FROM) / (DIRECT_FULL - DIRECT_FROM), 0.0, 1.0)
-    foreground = trust * direct + (1.0 - trust) * foreground
+    return trust * direct + (1.0 - trust) * fused
+
+
+def _estimate(pixels: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(F, B) over a whole box: blur-fusion wide then narrow, the direct solution, solid pixels kept."""
+    wide, narrow = _radius(pixels.shape, WIDE_SHARE, least=3), _radius(pixels.shape, NARROW_SHARE, least=3)
+    foreground, background = _fuse(pixels, pixels, pixels, alpha, wide, reduce=max(1, wide // WIDE_REDUCTION_BOX))
+    foreground, background = _fuse(pixels, foreground, background, alpha, narrow)
+    foreground = _direct(pixels, alpha[..., np.newaxis], foreground, background)
     # Where the subject is solid its pixels are its colour: keep them exactly.
     solid = alpha >= 1.0
     foreground[solid] = pixels[solid]
-    return foreground
+    return foreground, background
 
 
 def blend(foreground: np.ndarray, alpha: np.ndarray, background: np.ndarray) -> np.ndarray:
@@ -187,6 +235,21 @@ def cut_out(image: np.ndarray, mask: np.ndarray, refine: bool = True) -> Subject
     rgb = np.ascontiguousarray(image[..., :3])
     alpha = refine_alpha(rgb, mask) if refine else alpha_of(mask)
     return Subject(pixels=rgb, alpha=alpha, foreground=estimate_foreground(rgb, alpha), solid=mask == 255)
+
+
+def cut_out_rgba(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The RGBA cut-out (uint8 H x W x 4) of `image` where `mask` selects: alpha is the mask, the colour is
+    the subject's own (the old background taken out of the fringe), and a clear pixel is (0, 0, 0, 0).
+
+    A cut-out carries nothing of what was removed: whoever drops its alpha channel must not find the old
+    background under it (and the PNG is the smaller for it)."""
+    rgba = np.zeros((*mask.shape, 4), np.uint8)
+    rgba[..., :3] = image[..., :3]
+    rgba[..., 3] = mask
+    rgba[mask == 0] = 0
+    fringe, colours = fringe_colours(image, alpha_of(mask))
+    rgba[fringe, :3] = np.clip(np.rint(colours * 255.0), 0, 255).astype(np.uint8)
+    return rgba
 
 
 def lay_over(subject: Subject, background: np.ndarray) -> np.ndarray:

@@ -8,7 +8,8 @@ import numpy as np
 from pydantic import Field
 
 from retouch.errors import JobFailed
-from retouch.imaging.masks import draw_overlay, grow_mask, invert_mask, is_empty, mask_as_alpha
+from retouch.imaging.masks import draw_overlay, grow_mask, invert_mask, is_empty
+from retouch.imaging.matting import cut_out_rgba
 from retouch.models import text_masks
 from retouch.models.base import ModelInput, ModelResult, RunContext, image_field, seed_field
 
@@ -40,7 +41,7 @@ class AutomaticMaskGenerator(text_masks.TextMaskModel):
         if params.invert_mask:
             mask = invert_mask(mask)
         if params.return_alpha:
-            output = mask_as_alpha(image, mask)
+            output = cut_out_rgba(image, mask)
         elif params.return_mask:
             output = mask
         else:
@@ -48,6 +49,7 @@ class AutomaticMaskGenerator(text_masks.TextMaskModel):
         metrics = {
             "detections": [detection.as_metrics() for detection in found.detections],
             "seed": text_masks.resolve_seed(params.seed),
+            "model": "+".join(engine.model_files),
         }
         return ModelResult(images=[output], metrics=metrics)
 

@@ -9,7 +9,8 @@ from pydantic import Field
 
 from retouch.config import Settings
 from retouch.engines.cache import EngineCache
-from retouch.imaging.masks import grow_mask, invert_mask, mask_as_alpha
+from retouch.imaging.masks import grow_mask, invert_mask
+from retouch.imaging.matting import cut_out_rgba
 from retouch.models.base import Model, ModelInput, ModelResult, RunContext, image_field
 
 
@@ -45,9 +46,10 @@ class BackgroundEraser(Model):
         mask = grow_mask(mask, params.grow_mask)
         if params.invert_mask:
             mask = invert_mask(mask)
+        metrics = {"model": "+".join(engine.model_files)}
         if params.return_mask:
-            return ModelResult(images=[mask])
-        return ModelResult(images=[mask_as_alpha(image, mask)])
+            return ModelResult(images=[mask], metrics=metrics)
+        return ModelResult(images=[cut_out_rgba(image, mask)], metrics=metrics)
 
 
 MODEL = BackgroundEraser()

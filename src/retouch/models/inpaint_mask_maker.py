@@ -40,7 +40,8 @@ class InpaintMaskMaker(text_masks.TextMaskModel):
             boxes = [detection.box for detection in found.detections]
             labels = [f"{detection.label} {detection.score:.2f}" for detection in found.detections]
             output = draw_boxes(draw_overlay(image, mask), boxes, labels)
-        return ModelResult(images=[output], metrics={"detections": [detection.as_metrics() for detection in found.detections]})
+        metrics = {"detections": [detection.as_metrics() for detection in found.detections], "model": "+".join(engine.model_files)}
+        return ModelResult(images=[output], metrics=metrics)
 
 
 MODEL = InpaintMaskMaker()

@@ -97,6 +97,7 @@ export function metricRows(metrics) {
   const rows = [];
   const seconds = (value) => `${Number(value).toFixed(2)} s`;
   if (metrics.engine) rows.push(["Engine", String(metrics.engine)]);
+  if (metrics.model) rows.push(["Weights", String(metrics.model)]);
   if (metrics.inference_time !== undefined && metrics.inference_time !== null) rows.push(["Inference", seconds(metrics.inference_time)]);
   if (metrics.queue_time !== undefined && metrics.queue_time !== null) rows.push(["Queued", seconds(metrics.queue_time)]);
   if (metrics.total_time !== undefined && metrics.total_time !== null) rows.push(["Total", seconds(metrics.total_time)]);
