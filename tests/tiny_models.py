@@ -144,3 +144,29 @@ def build_sam(folder: Path) -> None:
     SamModel(config).eval().save_pretrained(folder)
 
 
+
+
+def tiny_isnet(path: Path, side: int = 1024) -> Path:
+    """ISNet's layout (input `input` 1 x 3 x side x side; `output` 1 x 1 x side x side, a sigmoid; side
+    outputs beside it) on one fixed computation: output = sigmoid(40 * mean over channels of the input),
+    so that a mask read from it tells whether the pre-processing (v - 128) / 256 and the stretch were right."""
+    weight = numpy_helper.from_array(np.full((1, 3, 1, 1), 40.0 / 3.0, np.float32), "weight")
+    nodes = [
+        helper.make_node("Conv", ["input", "weight"], ["logits"]),
+        helper.make_node("Sigmoid", ["logits"], ["output"]),
+        helper.make_node("Identity", ["logits"], ["1890"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_isnet",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, side, side])],
+        [
+            helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, side, side]),
+            helper.make_tensor_value_info("1890", TensorProto.FLOAT, [1, 1, side, side]),
+        ],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path

@@ -70,7 +70,10 @@ class Settings(BaseSettings):
         description="Seconds an idle worker waits before looking at the queue again when no wake-up arrives.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where engines run.")
-    background_eraser_model: Literal["u2net", "u2netp"] = Field(default="u2net", description="U²-Net variant of background-eraser.")
+    background_eraser_model: Literal["u2net", "u2netp", "isnet"] = Field(
+        default="u2net",
+        description="Weights of background-eraser (and of bg-replace's subject): U²-Net, U²-Net-p, or ISNet (`retouch models install isnet`).",
+    )
     magic_eraser_engine: Literal["auto", "patchmatch", "lama"] = Field(
         default="auto", description="Engine of magic-eraser: PatchMatch (weight-free), LaMa (pulled), or auto (LaMa when pulled)."
     )

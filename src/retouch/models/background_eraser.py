@@ -21,10 +21,23 @@ class BackgroundEraserInput(ModelInput):
     grow_mask: int = Field(default=0, ge=0, le=50, description="Dilate the produced mask by this many pixels.")
 
 
+def segmentation_engine(settings: Settings, weights: str) -> Any:
+    """The engine that runs the weight file `weights`: U²-Net (u2net, u2netp) or ISNet."""
+    from retouch.weights.registry import WEIGHTS
+
+    if WEIGHTS[weights].engine == "isnet":
+        from retouch.engines.isnet import ISNetEngine
+
+        return ISNetEngine.from_settings(settings)
+    from retouch.engines.u2net import U2NetEngine
+
+    return U2NetEngine.from_settings(settings, variant=weights)
+
+
 class BackgroundEraser(Model):
     slug: ClassVar[str] = "background-eraser"
     Input: ClassVar[type[ModelInput]] = BackgroundEraserInput
-    summary: ClassVar[str] = "Cut-out or mask of the subject (U²-Net)."
+    summary: ClassVar[str] = "Cut-out or mask of the subject (U²-Net; ISNet when installed and chosen)."
 
     def engine_name(self, settings: Settings) -> str:
         return settings.background_eraser_model
@@ -35,9 +48,7 @@ class BackgroundEraser(Model):
         locate(settings.background_eraser_model, settings)
 
     def create_engine(self, settings: Settings, engines: EngineCache) -> Any:
-        from retouch.engines.u2net import U2NetEngine
-
-        return U2NetEngine.from_settings(settings, variant=settings.background_eraser_model)
+        return segmentation_engine(settings, settings.background_eraser_model)
 
     def run(self, params: ModelInput, images: dict[str, np.ndarray], engine: Any, context: RunContext) -> ModelResult:
         assert isinstance(params, BackgroundEraserInput)

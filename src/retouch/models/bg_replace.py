@@ -103,10 +103,10 @@ class BgReplace(Model):
             DiffusionEngine.from_settings(settings)
 
     def create_engine(self, settings: Settings, engines: EngineCache) -> Any:
-        from retouch.engines.u2net import U2NetEngine
+        from retouch.models.background_eraser import segmentation_engine
 
         variant = settings.background_eraser_model
-        masker = engines.shared(variant, lambda: U2NetEngine.from_settings(settings, variant=variant))
+        masker = engines.shared(variant, lambda: segmentation_engine(settings, variant))
         if self.engine_name(settings) == "diffusion":
             from retouch.engines.diffusion import DiffusionEngine
 

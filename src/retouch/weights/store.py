@@ -17,7 +17,7 @@ from typing import Any
 
 from retouch.config import Settings
 from retouch.errors import InvalidInput, WeightsMissing
-from retouch.weights.registry import CONVERTER_VERSIONS, WEIGHTS, NpmPackageSource, WeightFile
+from retouch.weights.registry import CONVERTER_VERSIONS, WEIGHTS, NpmChunksSource, NpmPackageSource, WeightFile
 
 _HASH_CHUNK = 1 << 20
 
@@ -114,7 +114,7 @@ def locate(name: str, settings: Settings) -> Path:
     path = weight_path(name, settings)
     problem = install_problem(name, settings)
     if problem is not None:
-        needs = " (it needs Node.js and npm: apt-get install npm)" if isinstance(entry.source, NpmPackageSource) else ""
+        needs = " (it needs Node.js and npm: apt-get install npm)" if isinstance(entry.source, NpmPackageSource | NpmChunksSource) else ""
         raise WeightsMissing(
             f"the weight file {entry.filename} of the {entry.engine} engine {problem} in {settings.weights_path}; "
             f"run `retouch models install {name}`{needs}"
