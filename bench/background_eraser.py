@@ -3,7 +3,9 @@
 Both make the RGBA cut-out from JPEG bytes and return PNG bytes. retouch runs as a real
 `retouch serve` process (one worker); rembg runs in this process with its model folder pointed at
 the installed file, so neither downloads anything. Calls are interleaved, warm-up excluded.
-Prints the medians and the ratio retouch / rembg (goal: at most 1.0).
+Prints the medians and the ratio retouch / rembg (goal: at most 1.0). Then each installed segmentation
+model alone, on a 1024 x 1024 photo, in this process: seconds per mask, so that a user can choose
+(ISNet is installed on request: `retouch models install isnet`).
 
     .venv/bin/pip install -e '.[bench]'
     .venv/bin/python bench/background_eraser.py [--rounds 5]
@@ -29,7 +31,11 @@ from PIL import Image
 from skimage import data
 
 from retouch.config import Settings
-from retouch.weights.store import locate
+from retouch.models.background_eraser import segmentation_engine
+from retouch.weights.store import is_installed, locate
+
+# The segmentation models timed alone, when installed, in this order.
+ENGINE_MODELS = ("u2net", "u2netp", "isnet")
 
 
 def jpeg(image: np.ndarray) -> bytes:
@@ -129,6 +135,30 @@ def main() -> None:
     ratio = sum(totals["retouch"]) / sum(totals["rembg"])
     print(f"{'all (sum of medians)':<22}{sum(totals['rembg']):>18.3f}{sum(totals['retouch']):>16.3f}{ratio:>8.2f}")
     print(f"ratio retouch/rembg: {ratio:.2f} (goal: at most 1.00)")
+    engine_seconds(settings, arguments.rounds)
+
+
+def engine_seconds(settings: Settings, rounds: int) -> None:
+    """Median seconds of each installed model's `predict` on one 1024 x 1024 photo, calls interleaved."""
+    photo = np.asarray(Image.fromarray(data.astronaut()).resize((1024, 1024), Image.Resampling.LANCZOS))
+    engines = {}
+    for name in ENGINE_MODELS:
+        if is_installed(name, settings):
+            engines[name] = segmentation_engine(settings, name)
+            engines[name].setup("cpu")
+            engines[name].predict(photo)
+    seconds: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(rounds):
+        for name, engine in engines.items():
+            started = time.perf_counter()
+            engine.predict(photo)
+            seconds[name].append(time.perf_counter() - started)
+    print(f"\nmodels alone, one 1024 x 1024 photo, {rounds} rounds (median seconds per mask):")
+    anchor = statistics.median(seconds["u2net"]) if "u2net" in seconds else None
+    for name, values in seconds.items():
+        median = statistics.median(values)
+        against = f"  ({median / anchor:.2f} x u2net)" if anchor else ""
+        print(f"  {name:<12}{median:>8.3f}{against}")
 
 
 if __name__ == "__main__":
