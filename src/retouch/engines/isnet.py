@@ -12,8 +12,6 @@ normalised, as the package does.
 
 from __future__ import annotations
 
-import logging
-import threading
 from pathlib import Path
 
 import cv2
@@ -21,12 +19,9 @@ import numpy as np
 import onnxruntime
 
 from retouch.config import Settings
-from retouch.engines.device import onnx_session, resolve_device
-from retouch.engines.u2net import check_image, resize
-from retouch.errors import ServiceUnavailable, WeightsMissing
+from retouch.engines.u2net import U2NetEngine, check_image, resize
+from retouch.errors import ServiceUnavailable
 from retouch.weights.store import locate
-
-logger = logging.getLogger(__name__)
 
 MODEL_SIDE = 1024
 OUTPUT_NAME = "output"
@@ -68,59 +63,31 @@ def postprocess(output: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.rint(np.clip(resize(prediction, width, height, cv2.INTER_LINEAR), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-class ISNetEngine:
-    """Set up once per worker (an onnxruntime session), then `predict` on arrays from any thread."""
+class ISNetEngine(U2NetEngine):
+    """U²-Net's engine with ISNet's input preparation, its `output` head and its resize back."""
 
     name = "isnet"
+    label = "ISNet"
+    variants = ("isnet",)
+    default_side = MODEL_SIDE
 
-    def __init__(self, model_path: Path) -> None:
-        self.model_path = Path(model_path)
-        self.input_name = ""
-        self.input_side = MODEL_SIDE
-        self.device = ""
-        self.providers: list[str] = []
-        self._session: onnxruntime.InferenceSession | None = None
-        self._setup_lock = threading.Lock()
+    def __init__(self, model_path: Path, variant: str = "isnet") -> None:
+        super().__init__(model_path, variant)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ISNetEngine:
+    def from_settings(cls, settings: Settings, variant: str | None = None) -> ISNetEngine:
         """An engine on the installed ISNet weights; WeightsMissing, naming the install command, when absent."""
         return cls(locate("isnet", settings))
 
-    @property
-    def model_files(self) -> tuple[str, ...]:
-        """The weight files this engine runs (reported as metrics.model)."""
-        return (self.model_path.name,)
+    def mask_output(self, session: onnxruntime.InferenceSession) -> str:
+        # Only the mask is asked for at run time: the model's dozen side outputs would be copied out for nothing.
+        outputs = [output.name for output in session.get_outputs()]
+        if OUTPUT_NAME not in outputs:
+            raise ServiceUnavailable(f"{self.model_path} gives {outputs}: not an ISNet model (it has no {OUTPUT_NAME!r} output)")
+        return OUTPUT_NAME
 
-    def setup(self, device: str) -> None:
-        """Build the onnxruntime session on ``device`` ("auto", "cpu" or "cuda"); later calls do nothing."""
-        with self._setup_lock:
-            if self._session is not None:
-                return
-            resolved = resolve_device(device)
-            if not self.model_path.is_file():
-                raise WeightsMissing(f"the ISNet weights file {self.model_path} does not exist; run `retouch models install isnet`")
-            session = onnx_session(self.model_path, resolved, "delete the file and run `retouch models install isnet`")
-            model_input = session.get_inputs()[0]
-            shape = model_input.shape
-            outputs = [output.name for output in session.get_outputs()]
-            if len(shape) != 4 or shape[1] not in (3, "3") or OUTPUT_NAME not in outputs:
-                raise ServiceUnavailable(
-                    f"{self.model_path} takes {model_input.name} of shape {shape} and gives {outputs}: "
-                    f"not an ISNet model (1 x 3 x H x W in, {OUTPUT_NAME!r} out)"
-                )
-            self.input_side = shape[2] if isinstance(shape[2], int) else MODEL_SIDE
-            self.input_name = model_input.name
-            self.providers = session.get_providers()
-            self.device = resolved
-            self._session = session
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        return preprocess(image, self.input_side)
 
-    def predict(self, image: np.ndarray) -> np.ndarray:
-        """The subject's mask (uint8 H x W, 0..255) of an RGB or RGBA uint8 image, at the image's size."""
-        session = self._session
-        if session is None:
-            raise RuntimeError("ISNetEngine.predict was called before setup(); call setup(device) once first")
-        check_image(image)
-        # Only the mask is asked for: the model's dozen side outputs would be copied out for nothing.
-        (output,) = session.run([OUTPUT_NAME], {self.input_name: preprocess(image, self.input_side)})
-        return postprocess(output, (image.shape[0], image.shape[1]))
+    def finish(self, output: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        return postprocess(output, size)

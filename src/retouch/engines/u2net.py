@@ -102,20 +102,24 @@ def postprocess(output: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 class U2NetEngine:
-    """U²-Net salient-object segmentation on onnxruntime."""
+    """U²-Net salient-object segmentation on onnxruntime. ISNet (retouch.engines.isnet) is the same
+    engine with its own input preparation, mask output and resize back."""
 
     name = "u2net"
+    label = "U²-Net"
+    variants: tuple[str, ...] = VARIANTS
+    default_side = MODEL_SIDE
 
     def __init__(self, model_path: Path, variant: str = "u2net") -> None:
         """Remember the model file; nothing is loaded until :meth:`setup`."""
-        if variant not in VARIANTS:
-            raise InvalidInput(f"unknown U²-Net variant {variant!r}; use one of: {', '.join(VARIANTS)}")
+        if variant not in self.variants:
+            raise InvalidInput(f"unknown {self.label} variant {variant!r}; use one of: {', '.join(self.variants)}")
         self.model_path = Path(model_path)
         self.variant = variant
         self.device: str | None = None
         self.providers: list[str] = []
         self.input_name = ""
-        self.input_side = MODEL_SIDE
+        self.input_side = self.default_side
         self.output_name = ""
         self._session: onnxruntime.InferenceSession | None = None
         self._setup_lock = threading.Lock()
@@ -127,14 +131,26 @@ class U2NetEngine:
         Raises WeightsMissing, naming the install command, when the weights are not installed.
         """
         chosen = variant or settings.background_eraser_model
-        if chosen not in VARIANTS:
-            raise InvalidInput(f"unknown U²-Net variant {chosen!r}; use one of: {', '.join(VARIANTS)}")
+        if chosen not in cls.variants:
+            raise InvalidInput(f"unknown {cls.label} variant {chosen!r}; use one of: {', '.join(cls.variants)}")
         return cls(locate(chosen, settings), chosen)
 
     @property
     def ready(self) -> bool:
         """Whether :meth:`setup` has built the session."""
         return self._session is not None
+
+    def mask_output(self, session: onnxruntime.InferenceSession) -> str:
+        """The name of the output that holds the mask: U²-Net's first (its fused map)."""
+        return session.get_outputs()[0].name
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """The network input for an RGB or RGBA uint8 image."""
+        return preprocess(image, self.input_side)
+
+    def finish(self, output: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """The uint8 mask of ``size`` (height, width) from the network's mask output."""
+        return postprocess(output, size)
 
     def setup(self, device: str) -> None:
         """Build the onnxruntime session on ``device`` ("auto", "cpu" or "cuda"); later calls do nothing."""
@@ -143,22 +159,17 @@ class U2NetEngine:
                 return
             resolved = resolve_device(device)
             if not self.model_path.is_file():
-                raise WeightsMissing(
-                    f"the U²-Net weights file {self.model_path} does not exist; run `retouch models install {self.variant}`"
-                )
-            session = onnx_session(
-                self.model_path, resolved, f"delete the file and run `retouch models install {self.variant}`"
-            )
+                raise WeightsMissing(f"the {self.label} weights file {self.model_path} does not exist; run `retouch models install {self.variant}`")
+            session = onnx_session(self.model_path, resolved, f"delete the file and run `retouch models install {self.variant}`")
             model_input = session.get_inputs()[0]
             shape = model_input.shape
             if len(shape) != 4 or shape[1] not in (3, "3"):
                 raise ServiceUnavailable(
-                    f"{self.model_path} takes input {model_input.name} of shape {shape}, not 1 x 3 x H x W; "
-                    "it is not a U²-Net model"
+                    f"{self.model_path} takes input {model_input.name} of shape {shape}, not 1 x 3 x H x W; it is not a {self.label} model"
                 )
-            self.input_side = shape[2] if isinstance(shape[2], int) else MODEL_SIDE
+            self.input_side = shape[2] if isinstance(shape[2], int) else self.default_side
             self.input_name = model_input.name
-            self.output_name = session.get_outputs()[0].name
+            self.output_name = self.mask_output(session)
             self.providers = session.get_providers()
             if resolved == "cuda" and "CUDAExecutionProvider" not in self.providers:
                 # onnxruntime lists CUDA whenever its shim ships, then falls back to CPU if the libraries are missing.
@@ -172,15 +183,14 @@ class U2NetEngine:
         return (self.model_path.name,)
 
     def predict(self, image: np.ndarray) -> np.ndarray:
-        """The saliency mask (uint8 H x W, 0..255) of an RGB or RGBA uint8 image, at the image's size.
+        """The mask (uint8 H x W, 0..255) of an RGB or RGBA uint8 image, at the image's size.
 
         Safe to call from several threads at once: the session's run is thread-safe and no
         per-call state is kept on the engine.
         """
         session = self._session
         if session is None:
-            raise RuntimeError("U2NetEngine.predict was called before setup(); call setup(device) once first")
+            raise RuntimeError(f"{type(self).__name__}.predict was called before setup(); call setup(device) once first")
         check_image(image)
-        network_input = preprocess(image, self.input_side)
-        (output,) = session.run([self.output_name], {self.input_name: network_input})
-        return postprocess(output, (image.shape[0], image.shape[1]))
+        (output,) = session.run([self.output_name], {self.input_name: self.prepare(image)})
+        return self.finish(output, (image.shape[0], image.shape[1]))

@@ -134,14 +134,19 @@ def estimate_foreground(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     solution F = (I - (1 - a) B) / a with the local background B, blended in from DIRECT_FROM to DIRECT_FULL.
     """
     pixels = image[..., :3].astype(np.float32) * np.float32(1.0 / 255.0)
-    fringe, colours = fringe_colours(image, alpha)
+    fringe, colours = fringe_colours(pixels, alpha)
     pixels[fringe] = colours
     return pixels
 
 
+def _unit_float(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels as float32 0..1; float ones (already 0..1) as they are."""
+    return pixels.astype(np.float32) * np.float32(1.0 / 255.0) if pixels.dtype == np.uint8 else pixels
+
+
 def fringe_colours(image: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The fringe (0 < alpha < 1, a bool H x W) and the subject's own colour there (float32 N x 3, 0..1), in
-    the fringe's row-major order. Solid pixels are their own colour and clear ones are not shown: only the
+    the fringe's row-major order, for an image of uint8 or float32 0..1 RGB. Solid pixels are their own colour and clear ones are not shown: only the
     fringe needs an estimate. The means are computed over the fringe's bounding box, widened by the wide
     radius they reach over; on a box larger than ESTIMATE_SIDE the fusion runs on a reduced copy (its
     means are smooth) and only the direct solution, on the fringe's own pixels, at full size: a
@@ -158,11 +163,10 @@ def fringe_colours(image: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np
     in_box = fringe[box]
     height, width = bottom - top, right - left
     reduce = max(height, width) / ESTIMATE_SIDE
-    scale = np.float32(1.0 / 255.0)
     if reduce <= 1.0:
-        return fringe, _estimate(rgb[box].astype(np.float32) * scale, alpha[box])[0][in_box]
+        return fringe, _estimate(_unit_float(rgb[box]), alpha[box])[0][in_box]
     small = (max(1, round(width / reduce)), max(1, round(height / reduce)))
-    small_pixels = cv2.resize(np.ascontiguousarray(rgb[box]), small, interpolation=cv2.INTER_AREA).astype(np.float32) * scale
+    small_pixels = _unit_float(cv2.resize(np.ascontiguousarray(rgb[box]), small, interpolation=cv2.INTER_AREA))
     small_foreground, small_background = _estimate(small_pixels, cv2.resize(alpha[box], small, interpolation=cv2.INTER_AREA))
     # The reduced estimates read back at the fringe's own pixels only (bilinear, pixel centres aligned).
     box_rows, box_columns = np.nonzero(in_box)
@@ -173,7 +177,7 @@ def fringe_colours(image: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np
         cv2.remap(estimate, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).reshape(-1, 3)[:count]
         for estimate in (small_foreground, small_background)
     )
-    pixels = rgb[box][in_box].astype(np.float32) * scale
+    pixels = _unit_float(rgb[box][in_box])
     return fringe, _direct(pixels, alpha[box][in_box][:, np.newaxis], fused, background)
 
 

