@@ -37,14 +37,17 @@ def _weights_dir() -> Path:
 def installed_weights_dir() -> Path:
     """The folder of the installed real weights (RETOUCH_WEIGHTS_DIR, else ~/.cache/retouch/weights).
     A missing file fails the run rather than skipping it."""
-    folder = _weights_dir()
-    if not (folder / "u2net.onnx").is_file():
+    from retouch.weights import WEIGHTS, install_problem
+
+    settings = Settings(weights_dir=_weights_dir())
+    problems = [f"{WEIGHTS[name].filename} {problem}" for name in ("u2net", "u2net-int8") if (problem := install_problem(name, settings))]
+    if problems:
         pytest.fail(
-            f"no u2net.onnx in {folder}: integration and browser tests need the real weights; "
+            f"{'; '.join(problems)} in {settings.weights_path}: integration and browser tests need the real default weights; "
             "run `retouch models install` (or set RETOUCH_WEIGHTS_DIR to the folder that holds them)",
             pytrace=False,
         )
-    return folder
+    return settings.weights_path
 
 
 @pytest.fixture(scope="session")

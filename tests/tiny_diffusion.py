@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from retouch.config import Settings
 from retouch.engines.diffusion import CHECKPOINTS, IMAGE_ENCODER_FOLDER, IP_ADAPTER_WEIGHTS
 from retouch.weights import hub
+from retouch.weights.store import weight_path
 
 CROSS_ATTENTION_DIM = 64
 TEXT_HIDDEN = 32
@@ -241,5 +242,5 @@ WRITERS = {
 def install_tiny_checkpoints(settings: Settings) -> None:
     """Write every checkpoint into its hub folder and record it as pulled (as `pull --trust-local` does)."""
     for role, name in CHECKPOINTS.items():
-        WRITERS[role](hub.hub_path(name, settings))
+        WRITERS[role](weight_path(name, settings))
         hub.trust_local(name, settings)

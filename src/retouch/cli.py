@@ -318,24 +318,20 @@ def run_command(
 
 @models_app.command("list")
 def models_list() -> None:
-    """Every engine's weight files and whether they are installed (or pulled, for the hub models)."""
-    from retouch.weights import hub
+    """Every entry of the weights registry: kind of source, size, whether it is installed, licence, origin."""
     from retouch.weights.install import describe
+    from retouch.weights.registry import GROUPS
 
     settings = load_settings()
-    rows = describe(settings)
     typer.echo(f"weights folder: {settings.weights_path}")
-    for row in rows:
-        mark = "installed" if row["installed"] else "missing"
-        size_mb = row["size"] / 1e6
-        typer.echo(
-            f"  {row['name']:<10} {row['engine']:<10} {row['filename']:<16} {size_mb:8.1f} MB  {mark:<9}  {row['license']}  from {row['source']}"
-        )
-    typer.echo("pulled with `retouch models pull NAME` (needs the model hub):")
-    for name, model in hub.HUB_MODELS.items():
-        mark = "pulled" if hub.is_pulled(name, settings) else "missing"
-        typer.echo(f"  {name:<21} {model.engine:<10} {mark:<9}  {model.license}  from {model.describe()}")
-    for group, members in hub.HUB_GROUPS.items():
+    for row in describe(settings):
+        mark = ("installed" if row["installed"] else "missing") + (" (default)" if row["default"] else "")
+        size = f"{row['size'] / 1e6:8.1f} MB" if row["size"] < 1e9 else f"{row['size'] / 1e9:8.1f} GB"
+        typer.echo(f"  {row['name']:<21} {row['kind']:<13} {row['engine']:<10} {size}  {mark:<19}  {row['license']}  from {row['source']}")
+        if row["pinned_difference"]:
+            typer.echo(f"  {'':<21} note: {row['pinned_difference']}")
+    typer.echo("install with `retouch models install NAME`; hub models with `retouch models pull NAME` (needs the model hub)")
+    for group, members in GROUPS.items():
         typer.echo(f"  {group:<21} pulls {', '.join(members)}")
 
 
@@ -343,11 +339,11 @@ def models_list() -> None:
 def models_install(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="Weights to install; default: the default set."),
+        typer.Argument(help="Registry entries to install (see `retouch models list`); default: the default set."),
     ] = None,
     force: Annotated[bool, typer.Option(help="Install again even if present.")] = False,
 ) -> None:
-    """Install weight files into the home directory, each checked against its size and sha256."""
+    """Install weights into the weights folder, each checked against its size and sha256 (hub models are pulled)."""
     from retouch.errors import RetouchError
     from retouch.weights.install import install
 
@@ -379,11 +375,12 @@ def models_pull(
     """Pull models from the model hub, pinned to a commit and checked against their sha256."""
     from retouch.errors import RetouchError
     from retouch.weights import hub
+    from retouch.weights.store import expand
 
     settings = load_settings()
     try:
         if trust_local:
-            folders = [hub.trust_local(name, settings) for name in hub.expand(names)]
+            folders = [hub.trust_local(name, settings) for name in expand(names)]
         else:
             folders = hub.pull(names, settings, force=force)
     except RetouchError as exc:

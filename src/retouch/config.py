@@ -70,9 +70,10 @@ class Settings(BaseSettings):
         description="Seconds an idle worker waits before looking at the queue again when no wake-up arrives.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where engines run.")
-    background_eraser_model: Literal["u2net", "u2netp", "isnet"] = Field(
-        default="u2net",
-        description="Weights of background-eraser (and of bg-replace's subject): U²-Net, U²-Net-p, or ISNet (`retouch models install isnet`).",
+    background_eraser_model: Literal["u2net-int8", "u2net", "u2netp", "isnet"] = Field(
+        default="u2net-int8",
+        description="Weights of background-eraser (and of bg-replace's subject): U²-Net with int8 weights (made at install), "
+        "fp32 U²-Net, U²-Net-p, or ISNet (`retouch models install isnet`).",
     )
     magic_eraser_engine: Literal["auto", "patchmatch", "lama"] = Field(
         default="auto", description="Engine of magic-eraser: PatchMatch (weight-free), LaMa (pulled), or auto (LaMa when pulled)."
@@ -82,8 +83,8 @@ class Settings(BaseSettings):
         description="Engine of the text-to-mask slugs: the offline COCO detector, the open-vocabulary one, or auto "
         "(open when its weights are installed).",
     )
-    text_mask_refiner: Literal["u2net", "u2netp"] = Field(
-        default="u2net", description="U²-Net variant that refines the offline detector's boxes to shapes."
+    text_mask_refiner: Literal["u2net-int8", "u2net", "u2netp"] = Field(
+        default="u2net-int8", description="U²-Net variant that refines the offline detector's boxes to shapes."
     )
     bg_replace_engine: Literal["auto", "diffusion", "composite"] = Field(
         default="auto",

@@ -100,9 +100,10 @@ def test_lama_runs_when_pulled(make_client, tmp_path):
     from tiny_models import tiny_lama
 
     from retouch.weights import hub
+    from retouch.weights.store import weight_path
 
     settings = Settings(home=tmp_path / "home", weights_dir=tmp_path / "weights")
-    folder = hub.hub_path("lama", settings)
+    folder = weight_path("lama", settings)
     folder.mkdir(parents=True)
     tiny_lama(folder / "lama_fp32.onnx", single_input=False, size=64, output_255=True)
     hub.trust_local("lama", settings)

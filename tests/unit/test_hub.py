@@ -14,8 +14,11 @@ import pytest
 
 from retouch.config import Settings
 from retouch.errors import InvalidInput, RetouchError, WeightsMissing
-from retouch.weights import hub
-from retouch.weights.hub import HUB_MODELS, SIDECAR, HubModel, HubPullError, HubUnreachable
+from retouch.weights import hub, store
+from retouch.weights.hub import SIDECAR, HubPullError, HubUnreachable
+from retouch.weights.registry import GROUPS, WEIGHTS, WeightFile
+
+HUB_MODELS = {name: entry for name, entry in WEIGHTS.items() if entry.kind == "hub"}
 
 LFS_FILES = {"model.safetensors"}
 
@@ -27,8 +30,8 @@ class FakeMetadata:
     size: int | None
 
 
-def _content(model: HubModel, filename: str) -> bytes:
-    return f"{model.repo_id}@{model.revision}:{filename}\n".encode() * (50 if filename in LFS_FILES else 1)
+def _content(model: WeightFile, filename: str) -> bytes:
+    return f"{model.source.repo_id}@{model.source.revision}:{filename}\n".encode() * (50 if filename in LFS_FILES else 1)
 
 
 def _git_sha1(data: bytes) -> str:
@@ -43,13 +46,13 @@ class FakeHub:
         self.metadata_calls: list[tuple[str, str]] = []
         self.downloads: list[tuple[str, str]] = []
 
-    def metadata(self, model: HubModel, filename: str, endpoint: str | None) -> FakeMetadata:
+    def metadata(self, model: WeightFile, filename: str, endpoint: str | None) -> FakeMetadata:
         self.metadata_calls.append((model.name, filename))
         data = _content(model, filename)
         etag = hashlib.sha256(data).hexdigest() if filename in LFS_FILES else _git_sha1(data)
-        return FakeMetadata(commit_hash=model.revision, etag=f'"{etag}"', size=len(data))
+        return FakeMetadata(commit_hash=model.source.revision, etag=f'"{etag}"', size=len(data))
 
-    def download(self, model: HubModel, filename: str, folder: Path, endpoint: str | None) -> Path:
+    def download(self, model: WeightFile, filename: str, folder: Path, endpoint: str | None) -> Path:
         self.downloads.append((model.name, filename))
         path = folder / filename
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,19 +79,19 @@ def _leftovers(settings: Settings) -> list[str]:
 def test_pinned_models() -> None:
     bg_replace = {"sdxl-inpainting", "sdxl-vae-fp16-fix", "controlnet-canny-sdxl", "ip-adapter-sdxl"}
     assert set(HUB_MODELS) == {"owlv2", "sam", "lama"} | bg_replace
-    assert set(hub.HUB_GROUPS["bg-replace"]) == bg_replace
-    assert HUB_MODELS["owlv2"].repo_id == "google/owlv2-base-patch16-ensemble"
-    assert HUB_MODELS["sam"].repo_id == "facebook/sam-vit-base"
-    assert HUB_MODELS["lama"].repo_id == "Carve/LaMa-ONNX" and HUB_MODELS["lama"].files == ("lama_fp32.onnx",)
-    assert HUB_MODELS["sdxl-inpainting"].repo_id == "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
-    assert HUB_MODELS["controlnet-canny-sdxl"].repo_id == "diffusers/controlnet-canny-sdxl-1.0"
-    assert HUB_MODELS["ip-adapter-sdxl"].repo_id == "h94/IP-Adapter"
+    assert set(GROUPS["bg-replace"]) == bg_replace
+    assert HUB_MODELS["owlv2"].source.repo_id == "google/owlv2-base-patch16-ensemble"
+    assert HUB_MODELS["sam"].source.repo_id == "facebook/sam-vit-base"
+    assert HUB_MODELS["lama"].source.repo_id == "Carve/LaMa-ONNX" and HUB_MODELS["lama"].source.files == ("lama_fp32.onnx",)
+    assert HUB_MODELS["sdxl-inpainting"].source.repo_id == "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
+    assert HUB_MODELS["controlnet-canny-sdxl"].source.repo_id == "diffusers/controlnet-canny-sdxl-1.0"
+    assert HUB_MODELS["ip-adapter-sdxl"].source.repo_id == "h94/IP-Adapter"
     for model in HUB_MODELS.values():
-        assert len(model.revision) == 40 and int(model.revision, 16) >= 0
+        assert len(model.source.revision) == 40 and int(model.source.revision, 16) >= 0
         assert model.license in {"apache-2.0", "openrail++", "mit"}
-        assert set(model.known_sha256) <= set(model.files)
+        assert set(model.source.known_sha256) <= set(model.source.files)
     for name in ("owlv2", "sam"):
-        assert "model.safetensors" in HUB_MODELS[name].files and "config.json" in HUB_MODELS[name].files
+        assert "model.safetensors" in HUB_MODELS[name].source.files and "config.json" in HUB_MODELS[name].source.files
         assert HUB_MODELS[name].engine == "owlv2+sam"
 
 
@@ -103,7 +106,7 @@ def test_a_pinned_sha256_is_checked_too(settings: Settings) -> None:
     model = HUB_MODELS["lama"]
 
     def metadata(hub_model, filename, endpoint):
-        return SimpleNamespace(commit_hash=model.revision, etag=digest, size=len(content))
+        return SimpleNamespace(commit_hash=model.source.revision, etag=digest, size=len(content))
 
     def download(hub_model, filename, folder, endpoint):
         (folder / filename).write_bytes(content)
@@ -113,47 +116,47 @@ def test_a_pinned_sha256_is_checked_too(settings: Settings) -> None:
         pull(["lama"], settings, metadata=metadata, download=download)
     assert not (settings.weights_path / "hub" / "lama" / ".retouch-pulled.json").exists()
     with pytest.raises(ValueError, match="full 40-hex commit"):
-        replace(HUB_MODELS["sam"], revision="main")
+        replace(HUB_MODELS["sam"].source, revision="main")
     with pytest.raises(ValueError, match="plain relative"):
-        replace(HUB_MODELS["sam"], files=("../config.json",))
+        replace(HUB_MODELS["sam"].source, files=("../config.json",))
 
 
 def test_paths_and_unknown_names(settings: Settings) -> None:
-    assert hub.hub_path("owlv2", settings) == settings.weights_path / "hub" / "owlv2"
-    assert hub.sidecar_path("sam", settings) == settings.weights_path / "hub" / "sam" / SIDECAR
+    assert store.weight_path("owlv2", settings) == settings.weights_path / "hub" / "owlv2"
+    assert store.sidecar_path("sam", settings) == settings.weights_path / "hub" / "sam" / SIDECAR
     with pytest.raises(InvalidInput, match="owlv2, sam"):
-        hub.hub_path("dino", settings)
+        store.weight_path("dino", settings)
     with pytest.raises(InvalidInput):
         hub.pull(["owlv2", "dino"], settings, metadata=FakeHub().metadata, download=FakeHub().download)
 
 
 def test_pull_checks_every_file_and_writes_the_sidecar(settings: Settings) -> None:
     fake = FakeHub()
-    assert not hub.is_pulled("owlv2", settings)
+    assert not store.is_installed("owlv2", settings)
     folders = hub.pull(["owlv2", "sam", "owlv2"], settings, metadata=fake.metadata, download=fake.download)
-    assert folders == [hub.hub_path("owlv2", settings), hub.hub_path("sam", settings)]
+    assert folders == [store.weight_path("owlv2", settings), store.weight_path("sam", settings)]
     # All metadata of a model is asked for before its first download.
     owlv2 = HUB_MODELS["owlv2"]
-    assert fake.metadata_calls[: len(owlv2.files)] == [("owlv2", filename) for filename in owlv2.files]
-    assert len(fake.downloads) == len(owlv2.files) + len(HUB_MODELS["sam"].files)
+    assert fake.metadata_calls[: len(owlv2.source.files)] == [("owlv2", filename) for filename in owlv2.source.files]
+    assert len(fake.downloads) == len(owlv2.source.files) + len(HUB_MODELS["sam"].source.files)
     for name in ("owlv2", "sam"):
         model = HUB_MODELS[name]
-        assert hub.is_pulled(name, settings) and hub.verify(name, settings)
-        assert hub.locate(name, settings) == hub.hub_path(name, settings)
-        record = json.loads(hub.sidecar_path(name, settings).read_text())
-        assert (record["repo_id"], record["revision"], record["source"]) == (model.repo_id, model.revision, "hub")
-        for filename in model.files:
-            data = (hub.hub_path(name, settings) / filename).read_bytes()
+        assert store.is_installed(name, settings) and store.verify(name, settings)
+        assert store.locate(name, settings) == store.weight_path(name, settings)
+        record = json.loads(store.sidecar_path(name, settings).read_text())
+        assert (record["repo_id"], record["revision"], record["source"]) == (model.source.repo_id, model.source.revision, "hub")
+        for filename in model.source.files:
+            data = (store.weight_path(name, settings) / filename).read_bytes()
             assert data == _content(model, filename)
             assert record["files"][filename] == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        assert sorted(path.name for path in hub.hub_path(name, settings).iterdir()) == sorted([*model.files, SIDECAR])
+        assert sorted(path.name for path in store.weight_path(name, settings).iterdir()) == sorted([*model.source.files, SIDECAR])
     assert _leftovers(settings) == ["owlv2", "sam"]  # no staging folder left behind
 
     downloads = len(fake.downloads)
     hub.pull(["sam"], settings, metadata=fake.metadata, download=fake.download)
     assert len(fake.downloads) == downloads  # already pulled: skipped
     hub.pull(["sam"], settings, metadata=fake.metadata, download=fake.download, force=True)
-    assert len(fake.downloads) == downloads + len(HUB_MODELS["sam"].files)
+    assert len(fake.downloads) == downloads + len(HUB_MODELS["sam"].source.files)
 
 
 @pytest.mark.parametrize(
@@ -171,7 +174,7 @@ def test_a_file_that_does_not_match_leaves_nothing(settings: Settings, filename:
         hub.pull(["sam"], settings, metadata=fake.metadata, download=fake.download)
     assert "nothing was pulled" in caught.value.message
     assert _leftovers(settings) == []
-    assert not hub.is_pulled("sam", settings)
+    assert not store.is_installed("sam", settings)
 
 
 def test_a_failed_repull_keeps_no_sidecar_of_the_old_files(settings: Settings) -> None:
@@ -179,17 +182,17 @@ def test_a_failed_repull_keeps_no_sidecar_of_the_old_files(settings: Settings) -
     bad = FakeHub({"model.safetensors": b"tampered"})
     with pytest.raises(HubPullError):
         hub.pull(["sam"], settings, metadata=bad.metadata, download=bad.download, force=True)
-    assert hub.is_pulled("sam", settings) and hub.verify("sam", settings)  # the old, verified files stay as they were
+    assert store.is_installed("sam", settings) and store.verify("sam", settings)  # the old, verified files stay as they were
     assert _leftovers(settings) == ["sam"]
 
 
 def test_metadata_of_another_commit_or_without_checksum_is_refused(settings: Settings) -> None:
     fake = FakeHub()
 
-    def other_commit(model: HubModel, filename: str, endpoint: str | None) -> FakeMetadata:
+    def other_commit(model: WeightFile, filename: str, endpoint: str | None) -> FakeMetadata:
         return replace(fake.metadata(model, filename, endpoint), commit_hash="0" * 40)
 
-    def no_checksum(model: HubModel, filename: str, endpoint: str | None) -> FakeMetadata:
+    def no_checksum(model: WeightFile, filename: str, endpoint: str | None) -> FakeMetadata:
         return replace(fake.metadata(model, filename, endpoint), etag=None)
 
     with pytest.raises(HubPullError, match="not the pinned"):
@@ -200,12 +203,12 @@ def test_metadata_of_another_commit_or_without_checksum_is_refused(settings: Set
 
 
 def _assert_unreachable_message(error: HubUnreachable, settings: Settings, name: str) -> None:
-    folder = hub.hub_path(name, settings)
+    folder = store.weight_path(name, settings)
     assert isinstance(error, RetouchError) and error.status_code == 503
     assert "cannot reach the model hub" in error.message
     assert str(folder) in error.message
     assert f"retouch models pull --trust-local {name}" in error.message
-    assert SIDECAR in error.message and HUB_MODELS[name].revision in error.message
+    assert SIDECAR in error.message and HUB_MODELS[name].source.revision in error.message
     assert error.details["folder"] == str(folder)
 
 
@@ -249,7 +252,7 @@ def test_an_unreachable_hub_fails_at_once(settings: Settings, monkeypatch: pytes
 
 
 def test_a_refused_request_is_not_reported_as_offline(settings: Settings) -> None:
-    def refused(model: HubModel, filename: str, endpoint: str | None) -> FakeMetadata:
+    def refused(model: WeightFile, filename: str, endpoint: str | None) -> FakeMetadata:
         raise ValueError("404 Client Error: Entry Not Found")
 
     with pytest.raises(HubPullError, match="refused the metadata") as caught:
@@ -278,72 +281,72 @@ def test_the_default_functions_call_huggingface_hub_with_the_pinned_revision(
     monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", get_hf_file_metadata)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
     hub.pull(["sam"], settings, endpoint="http://hub.invalid")
-    base = f"http://hub.invalid/{model.repo_id}/resolve/{model.revision}"
-    assert [url for url, _ in heads] == [f"{base}/{name}" for name in model.files]
+    base = f"http://hub.invalid/{model.source.repo_id}/resolve/{model.source.revision}"
+    assert [url for url, _ in heads] == [f"{base}/{name}" for name in model.source.files]
     assert all(timeout <= hub.METADATA_TIMEOUT_S for _, timeout in heads)
-    assert [call["revision"] for call in downloads] == [model.revision] * len(model.files)
-    assert all(call["repo_id"] == model.repo_id and call["endpoint"] == "http://hub.invalid" for call in downloads)
-    assert hub.verify("sam", settings)
+    assert [call["revision"] for call in downloads] == [model.source.revision] * len(model.source.files)
+    assert all(call["repo_id"] == model.source.repo_id and call["endpoint"] == "http://hub.invalid" for call in downloads)
+    assert store.verify("sam", settings)
 
 
 def test_pull_problems_and_locate(settings: Settings) -> None:
     with pytest.raises(WeightsMissing, match=r"is not pulled .*retouch models pull owlv2"):
-        hub.locate("owlv2", settings)
+        store.locate("owlv2", settings)
     hub.pull(["sam"], settings, metadata=FakeHub().metadata, download=FakeHub().download)
-    folder = hub.hub_path("sam", settings)
+    folder = store.weight_path("sam", settings)
     (folder / "config.json").write_bytes(b"{}")
-    assert hub.pull_problem("sam", settings) == "has a file config.json of another size than was pulled"
+    assert store.install_problem("sam", settings) == "has a file config.json of another size than was pulled"
     (folder / "config.json").unlink()
-    assert hub.pull_problem("sam", settings) == "lacks its file config.json"
+    assert store.install_problem("sam", settings) == "lacks its file config.json"
     record = json.loads((folder / SIDECAR).read_text())
     (folder / SIDECAR).write_text(json.dumps({**record, "revision": "1" * 40}))
-    assert "this version of retouch pins" in hub.pull_problem("sam", settings)
+    assert "this version of retouch pins" in store.install_problem("sam", settings)
     (folder / SIDECAR).write_text("not json")
-    assert SIDECAR in hub.pull_problem("sam", settings)
-    assert not hub.is_pulled("sam", settings) and not hub.verify("sam", settings)
+    assert SIDECAR in store.install_problem("sam", settings)
+    assert not store.is_installed("sam", settings) and not store.verify("sam", settings)
 
 
 def test_verify_reads_the_files(settings: Settings) -> None:
     hub.pull(["sam"], settings, metadata=FakeHub().metadata, download=FakeHub().download)
-    path = hub.hub_path("sam", settings) / "model.safetensors"
+    path = store.weight_path("sam", settings) / "model.safetensors"
     data = path.read_bytes()
     path.write_bytes(data[:-1] + (b"x" if data[-1:] != b"x" else b"y"))  # same size, other bytes
-    assert hub.is_pulled("sam", settings)
-    assert not hub.verify("sam", settings)
+    assert store.is_installed("sam", settings)
+    assert not store.verify("sam", settings)
 
 
 def test_trust_local_records_files_put_in_place_by_hand(settings: Settings) -> None:
     model = HUB_MODELS["sam"]
-    folder = hub.hub_path("sam", settings)
+    folder = store.weight_path("sam", settings)
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
     with pytest.raises(WeightsMissing, match="lacks preprocessor_config.json, model.safetensors"):
         hub.trust_local("sam", settings)
-    for filename in model.files:
+    for filename in model.source.files:
         (folder / filename).write_bytes(_content(model, filename))
     assert hub.trust_local("sam", settings) == folder
     record = json.loads((folder / SIDECAR).read_text())
-    assert record["source"] == "trusted-local" and record["revision"] == model.revision
-    assert hub.is_pulled("sam", settings) and hub.verify("sam", settings)
+    assert record["source"] == "trusted-local" and record["revision"] == model.source.revision
+    assert store.is_installed("sam", settings) and store.verify("sam", settings)
 
 
 @pytest.fixture
 def bg_replace_without_pinned_digests(monkeypatch: pytest.MonkeyPatch) -> None:
     """The bg-replace checkpoints as pinned, but without their known sha256: the fake hub serves other bytes."""
-    models = {name: replace(model, known_sha256={}) if name in hub.HUB_GROUPS["bg-replace"] else model for name, model in HUB_MODELS.items()}
-    monkeypatch.setattr(hub, "HUB_MODELS", models)
+    for name in GROUPS["bg-replace"]:
+        monkeypatch.setitem(WEIGHTS, name, replace(WEIGHTS[name], source=replace(WEIGHTS[name].source, known_sha256={})))
 
 
 @pytest.mark.usefixtures("bg_replace_without_pinned_digests")
 def test_the_bg_replace_group_pulls_its_four_checkpoints_with_their_subfolders(settings: Settings) -> None:
     fake = FakeHub()
-    group = hub.HUB_GROUPS["bg-replace"]
+    group = GROUPS["bg-replace"]
     folders = hub.pull(["bg-replace", "sdxl-inpainting"], settings, metadata=fake.metadata, download=fake.download)
-    assert folders == [hub.hub_path(name, settings) for name in group]
+    assert folders == [store.weight_path(name, settings) for name in group]
     for name in group:
-        assert hub.is_pulled(name, settings) and hub.verify(name, settings)
-    assert (hub.hub_path("sdxl-inpainting", settings) / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file()
-    assert (hub.hub_path("ip-adapter-sdxl", settings) / "models" / "image_encoder" / "model.safetensors").is_file()
+        assert store.is_installed(name, settings) and store.verify(name, settings)
+    assert (store.weight_path("sdxl-inpainting", settings) / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file()
+    assert (store.weight_path("ip-adapter-sdxl", settings) / "models" / "image_encoder" / "model.safetensors").is_file()
     # Pulled already: a second pull fetches nothing.
     fake.downloads.clear()
     hub.pull(["bg-replace"], settings, metadata=fake.metadata, download=fake.download)
@@ -357,34 +360,34 @@ def test_the_bg_replace_pull_offline_fails_at_once_naming_every_folder(settings:
         hub.pull(["bg-replace"], settings)
     assert time.perf_counter() - started < 1.0
     error = caught.value
-    for name in hub.HUB_GROUPS["bg-replace"]:
+    for name in GROUPS["bg-replace"]:
         model = HUB_MODELS[name]
-        assert str(hub.hub_path(name, settings)) in error.message and model.repo_id in error.message and model.revision in error.message
+        assert str(store.weight_path(name, settings)) in error.message and model.source.repo_id in error.message and model.source.revision in error.message
         assert f"retouch models pull --trust-local {name}" in error.message
-    assert [entry["model"] for entry in error.details["models"]] == list(hub.HUB_GROUPS["bg-replace"])
+    assert [entry["model"] for entry in error.details["models"]] == list(GROUPS["bg-replace"])
     assert _leftovers(settings) == []
 
 
 def test_group_names_expand_and_unknown_names_list_the_groups(settings: Settings) -> None:
-    assert hub.expand(["lama", "bg-replace", "lama"]) == ["lama", *hub.HUB_GROUPS["bg-replace"]]
+    assert store.expand(["lama", "bg-replace", "lama"]) == ["lama", *GROUPS["bg-replace"]]
     with pytest.raises(InvalidInput, match=r"bg-replace \(all of sdxl-inpainting"):
-        hub.hub_model("sdxl")
+        store.weight_file("sdxl")
 
 
 @pytest.mark.usefixtures("bg_replace_without_pinned_digests")
 def test_a_hub_lost_partway_through_the_group_names_what_is_left(settings: Settings) -> None:
     fake = FakeHub()
-    group = hub.HUB_GROUPS["bg-replace"]
+    group = GROUPS["bg-replace"]
 
-    def metadata(model: HubModel, filename: str, endpoint: str | None) -> FakeMetadata:
+    def metadata(model: WeightFile, filename: str, endpoint: str | None) -> FakeMetadata:
         if model.name == group[1]:
             raise ConnectionError("connection refused")
         return fake.metadata(model, filename, endpoint)
 
     with pytest.raises(HubUnreachable) as caught:
         hub.pull(["bg-replace"], settings, metadata=metadata, download=fake.download)
-    assert hub.is_pulled(group[0], settings)
+    assert store.is_installed(group[0], settings)
     assert [entry["model"] for entry in caught.value.details["models"]] == list(group[1:])
     assert "connection refused" in caught.value.message
     for name in group[1:]:
-        assert str(hub.hub_path(name, settings)) in caught.value.message
+        assert str(store.weight_path(name, settings)) in caught.value.message

@@ -24,7 +24,7 @@ from retouch.detection.boxes import iou
 from retouch.detection.vocabulary import split_phrases as prompt_phrases
 from retouch.engines.open_vocabulary import MAX_CANDIDATES, OpenVocabularyEngine
 from retouch.errors import InvalidInput, ServiceUnavailable, WeightsMissing
-from retouch.weights import hub
+from retouch.weights import WEIGHTS, hub, weight_path
 
 @pytest.fixture(scope="module")
 def model_folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
@@ -203,13 +203,13 @@ def test_from_settings_needs_pulled_models(tmp_path: Path, model_folders: tuple[
     with pytest.raises(WeightsMissing, match=r"retouch models pull owlv2 sam"):
         OpenVocabularyEngine.from_settings(settings)
     for name, source in zip(("owlv2", "sam"), model_folders, strict=True):
-        target = hub.hub_path(name, settings)
+        target = weight_path(name, settings)
         target.mkdir(parents=True)
-        for filename in hub.HUB_MODELS[name].files:
+        for filename in WEIGHTS[name].source.files:
             (target / filename).write_bytes((source / filename).read_bytes())
         hub.trust_local(name, settings)
     engine = OpenVocabularyEngine.from_settings(settings)
-    assert (engine.detector_path, engine.segmenter_path) == (hub.hub_path("owlv2", settings), hub.hub_path("sam", settings))
+    assert (engine.detector_path, engine.segmenter_path) == (weight_path("owlv2", settings), weight_path("sam", settings))
     engine.setup("cpu")
     assert engine.segment(np.zeros((40, 30, 3), np.uint8), "dog", 1.0, 0.5).detections == []
 

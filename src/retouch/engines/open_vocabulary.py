@@ -93,16 +93,16 @@ class OpenVocabularyEngine:
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenVocabularyEngine:
         """The engine on the pulled hub models; WeightsMissing naming `retouch models pull owlv2 sam` otherwise."""
-        from retouch.weights.hub import hub_path, pull_problem
+        from retouch.weights.store import install_problem, weight_path
 
-        problems = [(name, pull_problem(name, settings)) for name in (DETECTOR, SEGMENTER)]
-        missing = [f"{name} {problem} in {hub_path(name, settings)}" for name, problem in problems if problem is not None]
+        problems = [(name, install_problem(name, settings)) for name in (DETECTOR, SEGMENTER)]
+        missing = [f"{name} {problem} in {weight_path(name, settings)}" for name, problem in problems if problem is not None]
         if missing:
             raise WeightsMissing(
                 f"the open-vocabulary engine {cls.name} cannot start: {'; '.join(missing)}; "
                 f"run `retouch models pull {DETECTOR} {SEGMENTER}` (or set RETOUCH_TEXT_MASK_ENGINE=coco)"
             )
-        return cls(hub_path(DETECTOR, settings), hub_path(SEGMENTER, settings))
+        return cls(weight_path(DETECTOR, settings), weight_path(SEGMENTER, settings))
 
     @property
     def ready(self) -> bool:

@@ -35,9 +35,7 @@ class BgReplaceInput(ModelInput):
     num_inference_steps: int = Field(default=25, ge=20, le=100, description="Denoising steps (diffusion only).")
     guidance_scale: float = Field(default=7.5, ge=1, le=25, description="How closely to follow the prompt (diffusion only).")
     seed: int = seed_field()
-    strength: float = Field(
-        default=1.0, ge=0, le=1, description="How much of the old background gives way: 1 replaces it, 0 keeps the photo."
-    )
+    strength: float = Field(default=1.0, ge=0, le=1, description="How much of the old background gives way: 1 replaces it, 0 keeps the photo.")
     cn_weight: float = Field(default=0.9, ge=0, le=1, description="ControlNet conditioning scale (diffusion only).")
     ip_adapter_weight: float = Field(
         default=0.5, ge=0, le=1, description="IP-Adapter scale: how much ref_image styles the background (diffusion only)."
@@ -46,9 +44,10 @@ class BgReplaceInput(ModelInput):
 
 def diffusion_installed(settings: Settings) -> bool:
     """Whether the generative engine can run: its checkpoints pulled and torch with diffusers installed."""
-    from retouch.weights import hub
+    from retouch.weights.registry import GROUPS
+    from retouch.weights.store import is_installed
 
-    return all(hub.is_pulled(name, settings) for name in hub.HUB_GROUPS["bg-replace"]) and all(
+    return all(is_installed(name, settings) for name in GROUPS["bg-replace"]) and all(
         importlib.util.find_spec(package) is not None for package in ("torch", "diffusers", "transformers")
     )
 

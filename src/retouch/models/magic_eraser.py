@@ -31,9 +31,9 @@ def hole_of(params: MagicEraserInput, mask: np.ndarray) -> np.ndarray:
 
 
 def lama_pulled(settings: Settings) -> bool:
-    from retouch.weights.hub import is_pulled
+    from retouch.weights.store import is_installed
 
-    return is_pulled("lama", settings)
+    return is_installed("lama", settings)
 
 
 class MagicEraser(Model):
@@ -49,9 +49,9 @@ class MagicEraser(Model):
 
     def check_ready(self, settings: Settings) -> None:
         if self.engine_name(settings) == "lama":
-            from retouch.weights.hub import hub_file
+            from retouch.weights.store import locate
 
-            hub_file("lama", settings)
+            locate("lama", settings)
 
     def check_images(self, params: ModelInput, images: dict[str, np.ndarray]) -> None:
         assert isinstance(params, MagicEraserInput)

