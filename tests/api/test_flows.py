@@ -242,7 +242,7 @@ def test_models_listing(client):
     for slug in ("magic-eraser", "background-eraser", "automatic-mask-generator", "inpaint-mask-maker", "bg-replace"):
         assert slug in models
     assert models["background-eraser"]["built"] is True
-    assert models["background-eraser"]["engine"] == "u2net"
+    assert models["background-eraser"]["engine"] == "u2net-int8"  # the default weights: RETOUCH_BACKGROUND_ERASER_MODEL
     assert models["background-eraser"]["weights_installed"] is False
     assert models["bg-replace"]["built"] is True and models["bg-replace"]["engine"] == "composite"
     assert models["fake-not-built-yet"]["built"] is False

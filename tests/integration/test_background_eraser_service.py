@@ -82,7 +82,7 @@ def test_mask_and_cutout_are_plausible_and_agree(client, name):
 
 def test_metrics_name_the_engine(client):
     body = client.post("/v1/background-eraser", json={"image": jpeg_base64(data.coffee()), "base64": True}).json()
-    assert body["metrics"]["engine"] == "u2net"
+    assert body["metrics"]["engine"] == "u2net-int8"
     assert body["metrics"]["model"] == "u2net.int8.onnx"  # the default: RETOUCH_BACKGROUND_ERASER_MODEL=u2net-int8
     assert 0 < body["metrics"]["inference_time"] < body["metrics"]["total_time"]
     models = {entry["slug"]: entry for entry in client.get("/v1/models").json()["models"]}

@@ -151,7 +151,7 @@ def photo_and_subject(settings: Settings) -> tuple[np.ndarray, np.ndarray]:
     from retouch.engines.u2net import U2NetEngine
 
     photo = np.ascontiguousarray(data.astronaut()[::4, ::4])
-    masker = U2NetEngine.from_settings(settings, variant="u2net")
+    masker = U2NetEngine.from_settings(settings)  # the weights the service runs (the default, u2net-int8)
     masker.setup("cpu")
     return photo, masker.predict(photo) == 255
 

