@@ -45,7 +45,9 @@ DIRECT_FROM, DIRECT_FULL = 0.1, 0.4
 # The wide pass is computed on a copy reduced so that its box is about this many pixels.
 WIDE_REDUCTION_BOX = 16
 # Longest side of the box the fusion runs on at full size; past it, on a reduced copy (see estimate_foreground).
-ESTIMATE_SIDE = 1024
+# Measured on U²-Net cut-outs of 2.4 to 3.8 megapixels: 640 against 1024 moves the fringe's colour by 0.07 to
+# 0.3 grey levels once weighted by its alpha (what a composite shows) and takes 131 ms against 229 at 1536².
+ESTIMATE_SIDE = 640
 _TINY = 1e-5
 
 
