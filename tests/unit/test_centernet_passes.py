@@ -9,71 +9,92 @@ import pytest
 
 from retouch.detection.calibration import calibrate
 from retouch.engines import centernet
-from retouch.engines.centernet import CenterNetEngine
+from retouch.engines.centernet import INPUT_SIDE, ZOOM_OUT, CenterNetEngine
 
 PERSON, DOG = 0, 16
-HEIGHT, WIDTH = 300, 600
 
 
 class Network:
-    """Answers each look with the rows a real network would give for what it sees: the photo holds a person
-    at (100, 50, 200, 250) and a dog at (380, 120, 560, 280); the rows are in the looked-at image's pixels
-    (scale 1). The zoomed-out look scores the person higher, a tile cuts the dog at its inner edge."""
+    """Answers each look with the rows a real network would give for what it sees, in the looked-at image's
+    pixels (scale 1 on a photo of up to 512 pixels, else what letterboxing to 512 gives). The photo, of
+    ``size`` times (300, 600), holds a person at (100, 50, 200, 250) and a dog at (380, 120, 560, 280) (times
+    ``size``). The zoomed-out look scores the person higher; the left tiles end at x = 400 (times ``size``),
+    inside the dog, and see it cut there, scoring it higher."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: int) -> None:
+        self.size = size
         self.looks: list[tuple[int, int]] = []
+
+    def object(self, box: tuple[float, ...]) -> list[float]:
+        return [value * self.size for value in box]
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         height, width = image.shape[:2]
         self.looks.append((height, width))
-        if (height, width) == (HEIGHT, WIDTH):
-            rows = [[100, 50, 200, 250, 0.30, PERSON], [380, 120, 560, 280, 0.60, DOG]]
-        elif height > HEIGHT:  # zoomed out: the photo sits in the middle of a grey canvas
-            top, left = (height - HEIGHT) // 2, (width - WIDTH) // 2
-            rows = [[100 + left, 50 + top, 200 + left, 250 + top, 0.55, PERSON], [left + 1, top + 1, left + 5, top + 5, np.nan, 3]]
-        else:  # a tile: the photo's red and green channels say where it was cut from (x / 3, y / 3)
-            left, top = 3 * int(image[0, 0, 0]), 3 * int(image[0, 0, 1])
-            # The dog, in the tile's pixels and cut at its edges: the left tiles end at x = 400, inside the dog.
-            x1, y1, x2, y2 = max(380 - left, 0), max(120 - top, 0), min(560 - left, width), min(280 - top, height)
-            rows = [[x1, y1, x2, y2, 0.90 if x2 < 560 - left else 0.58, DOG]]
-        return np.array(rows, dtype=np.float32).reshape(-1, 6), 1.0
+        scale = min(1.0, INPUT_SIDE / max(height, width))
+        full_height, full_width = 300 * self.size, 600 * self.size
+        if (height, width) == (full_height, full_width):
+            rows = [[*self.object((100, 50, 200, 250)), 0.30, PERSON], [*self.object((380, 120, 560, 280)), 0.60, DOG]]
+        elif int(image[0, 0, 2]) == centernet.PAD_VALUE:  # the zoomed-out canvas: the photo shrunk, in the middle
+            shrink = min(1.0, INPUT_SIDE / (ZOOM_OUT * max(full_height, full_width)))
+            small_width, small_height = round(full_width * shrink), round(full_height * shrink)
+            left, top = (width - small_width) // 2, (height - small_height) // 2
+            x1, y1, x2, y2 = self.object((100, 50, 200, 250))
+            fx, fy = small_width / full_width, small_height / full_height
+            rows = [[left + x1 * fx, top + y1 * fy, left + x2 * fx, top + y2 * fy, 0.55, PERSON], [1, 1, 5, 5, np.nan, 3]]
+        else:  # a tile: the photo's red and green channels say where it was cut from (x / 3 / size, y / 3 / size)
+            left, top = 3 * self.size * int(image[0, 0, 0]), 3 * self.size * int(image[0, 0, 1])
+            x1, y1, x2, y2 = self.object((380, 120, 560, 280))
+            cut = x2 - left > width
+            # A cut dog ends 1.5 input pixels before the tile's edge: the network's boxes are not exact.
+            right = width - 1.5 / scale if cut else x2 - left
+            rows = [[max(x1 - left, 0), max(y1 - top, 0), right, min(y2 - top, height), 0.90 if cut else 0.58, DOG]]
+        return (np.array(rows, dtype=np.float64).reshape(-1, 6) * [scale, scale, scale, scale, 1, 1]).astype(np.float32), scale
 
 
-def photo() -> np.ndarray:
-    """A photo whose red and green channels tell a tile where it was cut from: x / 3 and y / 3."""
-    image = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
-    image[..., 0] = (np.arange(WIDTH) // 3).astype(np.uint8)[np.newaxis, :]
-    image[..., 1] = (np.arange(HEIGHT) // 3).astype(np.uint8)[:, np.newaxis]
+def photo(size: int) -> np.ndarray:
+    """A photo whose red and green channels tell a tile where it was cut from, and whose blue is never the pad grey."""
+    image = np.zeros((300 * size, 600 * size, 3), np.uint8)
+    image[..., 0] = (np.arange(600 * size) // (3 * size)).astype(np.uint8)[np.newaxis, :]
+    image[..., 1] = (np.arange(300 * size) // (3 * size)).astype(np.uint8)[:, np.newaxis]
     return image
 
 
-@pytest.fixture
-def engine(monkeypatch: pytest.MonkeyPatch) -> tuple[CenterNetEngine, Network]:
-    network = Network()
+def engine(monkeypatch: pytest.MonkeyPatch, size: int) -> tuple[CenterNetEngine, Network]:
+    network = Network(size)
     detector = CenterNetEngine(Path("unused.onnx"))
     monkeypatch.setattr(detector, "raw_detections", network)
     return detector, network
 
 
-def test_every_pass_looks_and_its_boxes_come_back_in_photo_pixels(engine: tuple[CenterNetEngine, Network]) -> None:
-    detector, network = engine
-    detections = detector.detect(photo())
-    assert network.looks[0] == (HEIGHT, WIDTH)
-    assert network.looks[1] == (round(HEIGHT * centernet.ZOOM_OUT), round(WIDTH * centernet.ZOOM_OUT))
-    assert network.looks[2:] == [(200, 400)] * 4
-    by_label = {detection.label: detection for detection in detections}
+@pytest.mark.parametrize("size", [1, 4])
+def test_every_pass_looks_and_its_boxes_come_back_in_photo_pixels(monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+    detector, network = engine(monkeypatch, size)
+    detections = detector.detect(photo(size))
+    assert network.looks[0] == (300 * size, 600 * size)
+    assert max(network.looks[1]) <= INPUT_SIDE, "the zoomed-out canvas is made at the network's size, not the photo's"
+    assert network.looks[2:] == [(200 * size, 400 * size)] * 4
     assert sorted(detection.label for detection in detections) == ["dog", "person"], "a NaN row is skipped, each object is one detection"
+    by_label = {detection.label: detection for detection in detections}
     # The person's best look was the zoomed-out one: its raw score, its box mapped back to the photo.
     person = by_label["person"]
-    assert person.raw_score == pytest.approx(0.55) and person.box == pytest.approx((100, 50, 200, 250), abs=1)
+    assert person.raw_score == pytest.approx(0.55)
+    assert person.box == pytest.approx(tuple(value * size for value in (100, 50, 200, 250)), abs=2 * size)
     assert person.score == pytest.approx(calibrate(0.55, best=True))
-    # The tiles that cut the dog at their inner edge do not count; the right tiles' whole dog merges with the photo's.
+    # The left tiles cut the dog at their inner edge (within TILE_EDGE input pixels, whatever the photo's size): left out.
     dog = by_label["dog"]
-    assert dog.raw_score == pytest.approx(0.60) and dog.box == pytest.approx((380, 120, 560, 280))
+    assert dog.raw_score == pytest.approx(0.60) and dog.box == pytest.approx(tuple(value * size for value in (380, 120, 560, 280)))
 
 
-def test_only_the_asked_classes_and_scores_come_back(engine: tuple[CenterNetEngine, Network]) -> None:
-    detector, _ = engine
-    image = photo()
-    assert [detection.label for detection in detector.detect(image, class_ids={DOG})] == ["dog"]
-    assert [detection.label for detection in detector.detect(image, min_score=calibrate(0.58, best=True))] == ["dog"]
+def test_only_the_asked_classes_and_scores_come_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    detector, _ = engine(monkeypatch, 1)
+    assert [detection.label for detection in detector.detect(photo(1), class_ids={DOG})] == ["dog"]
+    assert [detection.label for detection in detector.detect(photo(1), min_score=calibrate(0.58, best=True))] == ["dog"]
+
+
+def test_two_objects_of_one_pass_are_left_to_the_callers_suppression(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two people side by side, overlapping by more than MERGE_IOU, seen in one pass: both come back."""
+    detector = CenterNetEngine(Path("unused.onnx"))
+    pair = np.array([[100, 50, 200, 250, 0.7, PERSON], [110, 50, 210, 250, 0.6, PERSON]], np.float32)
+    monkeypatch.setattr(detector, "raw_detections", lambda image: (pair if image.shape[:2] == (300, 600) else np.empty((0, 6), np.float32), 1.0))
+    assert len(detector.detect(photo(1))) == 2

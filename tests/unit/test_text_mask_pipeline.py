@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from dataclasses import replace
+
 from retouch.detection.boxes import Detection
+from retouch.detection.calibration import calibrate
 from retouch.detection.vocabulary import COCO_CLASSES
 from retouch.engines.coco_text_mask import CocoTextMaskEngine
 
@@ -39,6 +42,21 @@ class FakeDetector:
         return [d for d in self.detections if (class_ids is None or d.class_id in class_ids) and d.score >= min_score]
 
 
+class CalibratesAsCenterNet(FakeDetector):
+    """Scores its raw scores as CenterNetEngine does: the best of each class by its own map."""
+
+    def detect(self, image: np.ndarray, class_ids: set[int] | None = None, min_score: float = 0.0) -> list[Detection]:
+        found, seen = [], set()
+        for candidate in sorted(self.detections, key=lambda item: item.raw_score, reverse=True):
+            if class_ids is not None and candidate.class_id not in class_ids:
+                continue
+            score = calibrate(candidate.raw_score, best=candidate.class_id not in seen)
+            seen.add(candidate.class_id)
+            if score >= min_score:
+                found.append(replace(candidate, score=score))
+        return found
+
+
 class DifferentFromBackground:
     """Stands for U²-Net: salient = not the field's green."""
 
@@ -55,8 +73,8 @@ class FindsNothing(DifferentFromBackground):
         return np.zeros(crop.shape[:2], np.uint8)
 
 
-def detection(box, label="horse", class_id=HORSE, score=0.8) -> Detection:
-    return Detection(box=tuple(float(v) for v in box), score=score, label=label, class_id=class_id)
+def detection(box, label="horse", class_id=HORSE, score=0.8, raw_score=0.8) -> Detection:
+    return Detection(box=tuple(float(v) for v in box), score=score, label=label, class_id=class_id, raw_score=raw_score)
 
 
 def engine(detections, refiner=None) -> CocoTextMaskEngine:
@@ -79,6 +97,21 @@ def test_colour_attribute_keeps_only_the_white_horse():
     assert result.mask[60, 50] == 255 and result.mask[60, 130] == 0
     brown_only = engine([detection(boxes["white"]), detection(boxes["brown"])]).segment(image, "brown horse", 0.2, 0.5)
     assert brown_only.mask[60, 130] == 255 and brown_only.mask[60, 50] == 0
+
+
+def test_the_best_horse_of_the_colour_asked_is_calibrated_as_the_best_one():
+    """A white horse beside a brown one that scores higher: for "white horse" the white one is the best of
+    what was asked for, so the best detection's map calibrates it and it passes inpaint-mask-maker's 0.5."""
+    image, boxes = picture()
+    white, brown = detection(boxes["white"], raw_score=0.50), detection(boxes["brown"], raw_score=0.60)
+    assert calibrate(0.50) < 0.5 <= calibrate(0.50, best=True), "the case must need the best detection's map"
+    result = CocoTextMaskEngine(CalibratesAsCenterNet([white, brown]), DifferentFromBackground()).segment(image, "white horse", 0.5, 0.2)
+    assert [d.box for d in result.detections] == [white.box]
+    assert result.detections[0].score == calibrate(0.50, best=True)
+    assert result.mask[60, 50] == 255 and result.mask[60, 130] == 0
+    # Without the colour, the brown horse is the best one and the white one stays below 0.5.
+    plain = CocoTextMaskEngine(CalibratesAsCenterNet([white, brown]), DifferentFromBackground()).segment(image, "horse", 0.5, 0.2)
+    assert [d.box for d in plain.detections] == [brown.box]
 
 
 def test_only_the_named_classes_and_confident_enough_boxes():

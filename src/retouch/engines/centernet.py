@@ -12,10 +12,11 @@ stereo_motorcycle's motorcycle from 0.48 to 0.72.
 One look at 512 pixels misses two kinds of object: one that fills the frame (a close-up of an apple
 or a bowl scores 0.1 where it would score 0.35 to 0.5 at half the size) and a small one (a bird at 4 %
 of the photo scores nothing, and 0.6 on a two-thirds crop). So :meth:`CenterNetEngine.detect` looks
-several times (`PASSES`): the photo as it is, zoomed out (on grey, so that the photo takes
+several times: the photo as it is, zoomed out (on grey, so that the photo takes
 1 / `ZOOM_OUT` of each side of the input), and in four overlapping tiles of two thirds of each side.
-Boxes of one class from several passes that overlap by `MERGE_IOU` are one object, with the box and
-raw score of its best pass; a tile's box that touches the tile's inner edge is left out (a cut
+Boxes of one class from different passes that overlap by `MERGE_IOU` are one object, with the box and
+raw score of its best pass (two boxes of one pass are left to the caller's non-maximum suppression,
+at the request's own `iou_thresh`); a tile's box that touches the tile's inner edge is left out (a cut
 object). The score calibration (retouch.detection.calibration) is fitted on the merged detections.
 Six passes of about 26 ms each on two cores.
 """
@@ -46,9 +47,8 @@ PAD_VALUE = 114
 ZOOM_OUT = 1.7
 TILE_SHARE = 2 / 3
 MERGE_IOU = 0.5
-# A tile's box this close (in image pixels) to an inner edge of its tile is a cut object.
+# A tile's box this close (in the network's input pixels) to an inner edge of its tile is a cut object.
 TILE_EDGE = 2.0
-PASSES = ("as is", "zoomed out", "tiles")
 
 
 class CenterNetEngine:
@@ -86,50 +86,56 @@ class CenterNetEngine:
         (rows,) = self._session.run([DETECTIONS_OUTPUT], {self._input_name: batch})
         return rows[0], scale
 
-    def _rows(self, image: np.ndarray, left: float = 0.0, top: float = 0.0) -> np.ndarray:
-        """The network's rows for ``image`` with boxes in the pixels of the photo it was cut from (or put in) at (left, top)."""
+    def _rows(self, image: np.ndarray, left: float = 0.0, top: float = 0.0, enlarge: float = 1.0) -> tuple[np.ndarray, float]:
+        """The network's rows for ``image``, boxes in the pixels of the photo it was cut from at (left, top) and
+        shrunk ``enlarge`` times from; and the photo's pixels per input pixel."""
         rows, scale = self.raw_detections(image)
         rows = rows[np.isfinite(rows).all(axis=1)].astype(np.float64)
-        rows[:, 0:4] /= scale
+        rows[:, 0:4] *= enlarge / scale
         rows[:, [0, 2]] += left
         rows[:, [1, 3]] += top
-        return rows
+        return rows, enlarge / scale
 
-    def _pass_rows(self, image: np.ndarray) -> np.ndarray:
-        """Every pass's rows (x1, y1, x2, y2, raw score, class) in image pixels, not yet merged."""
+    def _pass_rows(self, image: np.ndarray) -> list[np.ndarray]:
+        """Each pass's rows (x1, y1, x2, y2, raw score, class) in image pixels, not yet merged."""
         height, width = image.shape[:2]
-        found = []
-        if "as is" in PASSES:
-            found.append(self._rows(image))
-        if "zoomed out" in PASSES:
-            canvas_height, canvas_width = round(height * ZOOM_OUT), round(width * ZOOM_OUT)
-            top, left = (canvas_height - height) // 2, (canvas_width - width) // 2
-            canvas = np.full((canvas_height, canvas_width, 3), PAD_VALUE, np.uint8)
-            canvas[top : top + height, left : left + width] = image[..., :3]
-            found.append(self._rows(canvas, -left, -top))
-        if "tiles" in PASSES:
-            tile_height, tile_width = max(1, round(height * TILE_SHARE)), max(1, round(width * TILE_SHARE))
-            for top in (0, height - tile_height):
-                for left in (0, width - tile_width):
-                    rows = self._rows(np.ascontiguousarray(image[top : top + tile_height, left : left + tile_width]), left, top)
-                    cut = np.zeros(len(rows), bool)
-                    # Only the edges inside the photo cut objects; the photo's own edges are where they end.
-                    if left > 0:
-                        cut |= rows[:, 0] <= left + TILE_EDGE
-                    if left + tile_width < width:
-                        cut |= rows[:, 2] >= left + tile_width - TILE_EDGE
-                    if top > 0:
-                        cut |= rows[:, 1] <= top + TILE_EDGE
-                    if top + tile_height < height:
-                        cut |= rows[:, 3] >= top + tile_height - TILE_EDGE
-                    found.append(rows[~cut])
-        return np.concatenate(found) if found else np.empty((0, 6))
+        passes = [self._rows(image)[0]]
+        # Zoomed out: the photo shrunk to 1 / ZOOM_OUT of the input first (never a canvas of the full photo's size).
+        shrink = min(1.0, INPUT_SIDE / (ZOOM_OUT * max(height, width)))
+        small_width, small_height = max(1, round(width * shrink)), max(1, round(height * shrink))
+        small = cv2.resize(np.ascontiguousarray(image[..., :3]), (small_width, small_height), interpolation=cv2.INTER_AREA)
+        canvas_height, canvas_width = round(small_height * ZOOM_OUT), round(small_width * ZOOM_OUT)
+        top, left = (canvas_height - small_height) // 2, (canvas_width - small_width) // 2
+        canvas = np.full((canvas_height, canvas_width, 3), PAD_VALUE, np.uint8)
+        canvas[top : top + small_height, left : left + small_width] = small
+        zoomed, _ = self._rows(canvas, enlarge=width / small_width)
+        zoomed[:, [0, 2]] -= left * width / small_width
+        zoomed[:, [1, 3]] -= top * height / small_height
+        passes.append(zoomed)
+        tile_height, tile_width = max(1, round(height * TILE_SHARE)), max(1, round(width * TILE_SHARE))
+        for top in (0, height - tile_height):
+            for left in (0, width - tile_width):
+                rows, per_input_pixel = self._rows(np.ascontiguousarray(image[top : top + tile_height, left : left + tile_width]), left, top)
+                edge = TILE_EDGE * per_input_pixel
+                cut = np.zeros(len(rows), bool)
+                # Only the edges inside the photo cut objects; the photo's own edges are where they end.
+                if left > 0:
+                    cut |= rows[:, 0] <= left + edge
+                if left + tile_width < width:
+                    cut |= rows[:, 2] >= left + tile_width - edge
+                if top > 0:
+                    cut |= rows[:, 1] <= top + edge
+                if top + tile_height < height:
+                    cut |= rows[:, 3] >= top + tile_height - edge
+                passes.append(rows[~cut])
+        return passes
 
     def detect(self, image: np.ndarray, class_ids: set[int] | None = None, min_score: float = 0.0) -> list[Detection]:
         """Detections in image pixels with calibrated scores, of the given classes, scoring at least `min_score`:
         the passes' boxes merged (see the module's notes)."""
         height, width = image.shape[:2]
-        rows = self._pass_rows(image)
+        passes = self._pass_rows(image)
+        rows = np.concatenate([np.column_stack([rows, np.full(len(rows), number)]) for number, rows in enumerate(passes)])
         classes = rows[:, 5].astype(np.int64)
         wanted = (classes >= 0) & (classes < len(COCO_CLASSES))
         if class_ids is not None:
@@ -139,13 +145,25 @@ class CenterNetEngine:
         rows[:, [1, 3]] = np.clip(rows[:, [1, 3]], 0, height)
         rows = rows[((rows[:, 2] - rows[:, 0]) >= 1) & ((rows[:, 3] - rows[:, 1]) >= 1)]
         found: list[Detection] = []
-        for x1, y1, x2, y2, raw_score, class_value in rows[np.argsort(-rows[:, 4], kind="stable")]:
-            class_id = int(class_value)
+        looks: list[set[int]] = []
+        for x1, y1, x2, y2, raw_score, class_value, number in rows[np.argsort(-rows[:, 4], kind="stable")]:
+            class_id, look = int(class_value), int(number)
             box = (float(x1), float(y1), float(x2), float(y2))
-            if any(kept.class_id == class_id and iou(kept.box, box) >= MERGE_IOU for kept in found):
+            # Another pass's sight of an object already found; two objects of one pass are left to the caller's NMS.
+            same = next(
+                (
+                    index
+                    for index, kept in enumerate(found)
+                    if kept.class_id == class_id and look not in looks[index] and iou(kept.box, box) >= MERGE_IOU
+                ),
+                None,
+            )
+            if same is not None:
+                looks[same].add(look)
                 continue
             # Sorted by raw score: the first of its class is the best one (calibrated by its own map).
             best = all(kept.class_id != class_id for kept in found)
             score = calibrate(float(raw_score), best=best)
             found.append(Detection(box=box, score=score, label=COCO_CLASSES[class_id], class_id=class_id, raw_score=float(raw_score)))
+            looks.append({look})
         return [detection for detection in found if detection.score >= min_score]

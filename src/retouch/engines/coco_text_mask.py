@@ -9,10 +9,12 @@ object is never dropped from the mask.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
-from retouch.detection.boxes import TextMaskResult, expand_box, non_maximum_suppression
+from retouch.detection.boxes import Detection, TextMaskResult, expand_box, non_maximum_suppression
+from retouch.detection.calibration import calibrate
 from retouch.detection.colours import has_colour
 from retouch.detection.vocabulary import parse_prompt
 from retouch.engines.centernet import CenterNetEngine
@@ -25,6 +27,18 @@ CROP_MARGIN = 0.15
 SHAPE_MARGIN = 0.04
 # Below this share of its box, the refined shape is not trusted and the box itself is used.
 MIN_SHAPE_SHARE = 0.12
+
+
+def _rescored(kept: list[tuple[Detection, np.ndarray]], min_score: float) -> list[tuple[Detection, np.ndarray]]:
+    """The detections of the right colour calibrated again, the best of each class by its own map, then thresholded."""
+    rescored = []
+    seen: set[int] = set()
+    for detection, shape in sorted(kept, key=lambda pair: pair[0].raw_score or 0.0, reverse=True):
+        score = calibrate(detection.raw_score or 0.0, best=detection.class_id not in seen)
+        seen.add(detection.class_id)
+        if score >= min_score:
+            rescored.append((replace(detection, score=score), shape))
+    return sorted(rescored, key=lambda pair: pair[0].score, reverse=True)
 
 
 class CocoTextMaskEngine:
@@ -70,9 +84,15 @@ class CocoTextMaskEngine:
         ``on_step(fraction)`` is called after the detection and after each box's refinement."""
         queries = parse_prompt(prompt)
         class_ids = {class_id for query in queries for class_id in query.class_ids}
-        detections = non_maximum_suppression(self.detector.detect(image, class_ids, min_score), iou_threshold)
-        union = np.zeros(image.shape[:2], np.uint8)
-        kept = []
+        coloured = any(query.colours for query in queries)
+        # With a colour word, the best detection of the named class is the best one of that colour ("white
+        # horse" beside a brown horse that scores higher): its own map applies after the colour is judged, so
+        # every box that could reach the threshold as the best one is looked at first.
+        found = self.detector.detect(image, class_ids, 0.0 if coloured else min_score)
+        if coloured:
+            found = [detection for detection in found if calibrate(detection.raw_score or 0.0, best=True) >= min_score]
+        detections = non_maximum_suppression(found, iou_threshold)
+        kept: list[tuple[Detection, np.ndarray]] = []
         if on_step is not None:
             on_step(0.2)
         for index, detection in enumerate(detections):
@@ -82,6 +102,10 @@ class CocoTextMaskEngine:
             matching = [query for query in queries if detection.class_id in query.class_ids]
             if not any(all(has_colour(image, shape, colour) for colour in query.colours) for query in matching):
                 continue
+            kept.append((detection, shape))
+        if coloured:
+            kept = _rescored(kept, min_score)
+        union = np.zeros(image.shape[:2], np.uint8)
+        for _, shape in kept:
             np.maximum(union, shape, out=union)
-            kept.append(detection)
-        return TextMaskResult(mask=union, detections=kept)
+        return TextMaskResult(mask=union, detections=[detection for detection, _ in kept])

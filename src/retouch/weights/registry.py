@@ -134,7 +134,7 @@ class NpmChunksSource:
         return f"npm {self.spec} ({self.resource}, reassembled from the chunks {self.index} lists)"
 
 
-_COMMIT = re.compile(r"[0-9a-f]{40}")
+COMMIT = re.compile(r"[0-9a-f]{40}")
 # The file name of the record written into a pulled hub folder.
 HUB_SIDECAR = ".retouch-pulled.json"
 
@@ -174,7 +174,7 @@ class HubSource:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "known_sha256", MappingProxyType(dict(self.known_sha256)))
-        if not _COMMIT.fullmatch(self.revision):
+        if not COMMIT.fullmatch(self.revision):
             raise ValueError(f"hub source {self.repo_id}: revision must be a full 40-hex commit hash, got {self.revision!r}")
         if not self.files or len(set(self.files)) != len(self.files):
             raise ValueError(f"hub source {self.repo_id}: files must be a non-empty list without duplicates")

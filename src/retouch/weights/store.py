@@ -229,8 +229,8 @@ def verify(name: str, settings: Settings) -> bool:
     entry = weight_file(name)
     path = weight_path(name, settings)
     if isinstance(entry.source, HubSource):
-        files = (read_record(path / HUB_SIDECAR) or {})["files"]
-        return all(file_sha256(path / filename) == files[filename]["sha256"] for filename in entry.source.files)
+        files = (read_record(path / HUB_SIDECAR) or {}).get("files") or {}
+        return all(file_sha256(path / filename) == (files.get(filename) or {}).get("sha256") for filename in entry.source.files)
     return file_sha256(path) == recorded_sha256(name, settings)
 
 
