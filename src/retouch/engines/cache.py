@@ -10,7 +10,6 @@ while it was set up.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import threading
@@ -130,9 +129,6 @@ class EngineCache:
             self._making.stack, self._making.parts = [], []
         self._making.stack.append(name)
         self._making.parts.append(set())
-        # Garbage collected while the engine loads would shrink the process and hide the engine's own growth:
-        # collected before (engines load rarely; a full collection costs milliseconds).
-        gc.collect()
         started, resident_before = time.perf_counter(), resident_bytes()
         try:
             engine = factory()
@@ -182,7 +178,9 @@ class EngineCache:
                 idle = [
                     name
                     for name, entry in self._entries.items()
-                    if name not in protected and entry.in_use == 0 and not any(self._entries[holder].in_use for holder in self._holders(name))
+                    if name not in protected
+                    and entry.in_use == 0
+                    and not any(self._entries[holder].in_use for holder in self._holders(name))
                 ]
                 if not idle:
                     return
