@@ -16,6 +16,8 @@ coat under a white sky) or faintly yellow. The brightest `LIT_SHARE` of its pixe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -40,14 +42,20 @@ _ACHROMATIC_CHROMA = 14.0
 def lightness_chroma_hue(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lab lightness (0..100), chroma and hue (degrees) of each pixel of an N x 3 (or H x W x 3) RGB uint8 array."""
     flat = np.ascontiguousarray(pixels.reshape(-1, 1, 3).astype(np.uint8))
+    if len(flat) == 0:
+        empty = np.empty(0, np.float32)
+        return empty, empty, empty
     lab = cv2.cvtColor(flat, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
     a_axis, b_axis = lab[:, 1] - 128.0, lab[:, 2] - 128.0
     return lab[:, 0] * (100.0 / 255.0), np.hypot(a_axis, b_axis), np.degrees(np.arctan2(b_axis, a_axis)) % 360.0
 
 
-def name_pixels(pixels: np.ndarray) -> np.ndarray:
-    """Colour-name index (into COLOUR_NAMES) of each pixel of an N x 3 (or H x W x 3) RGB uint8 array."""
-    lightness, chroma, hue = lightness_chroma_hue(pixels)
+def hue_families(hue: np.ndarray) -> np.ndarray:
+    """The index into HUE_FAMILIES of each hue (degrees): one table for the pixels' names and the lit judgement."""
+    return np.searchsorted(_HUE_BOUNDS, hue, side="right") % len(HUE_FAMILIES)
+
+
+def _names(lightness: np.ndarray, chroma: np.ndarray, hue: np.ndarray) -> np.ndarray:
     names = np.full(lightness.shape, COLOUR_NAMES.index("gray"), np.int8)
 
     def put(name: str, where: np.ndarray) -> None:
@@ -57,57 +65,66 @@ def name_pixels(pixels: np.ndarray) -> np.ndarray:
     put("white", achromatic & (lightness >= 70))
     put("black", achromatic & (lightness < 28))
     chromatic = ~achromatic
+    family_names = np.array([COLOUR_NAMES.index(family) for family in HUE_FAMILIES], np.int8)
+    names[chromatic] = family_names[hue_families(hue[chromatic])]
     dark = lightness < 50
     light = lightness >= 65
-    put("red", chromatic & ((hue >= 350) | (hue < 50)))
-    put("orange", chromatic & (hue >= 50) & (hue < 75))
-    put("yellow", chromatic & (hue >= 75) & (hue < 115))
-    put("green", chromatic & (hue >= 115) & (hue < 200))
-    put("blue", chromatic & (hue >= 200) & (hue < 300))
-    put("purple", chromatic & (hue >= 300) & (hue < 350))
     # Pink is a light red or purple; brown a dark red, orange or yellow.
     put("pink", chromatic & light & ((hue >= 300) | (hue < 50)) & (chroma < 60))
     put("brown", chromatic & dark & (hue >= 20) & (hue < 115) & (chroma < 55))
     return names
 
 
+def name_pixels(pixels: np.ndarray) -> np.ndarray:
+    """Colour-name index (into COLOUR_NAMES) of each pixel of an N x 3 (or H x W x 3) RGB uint8 array."""
+    return _names(*lightness_chroma_hue(pixels))
+
+
+@dataclass(frozen=True)
+class ObjectPixels:
+    """An object's selected pixels in Lab terms, computed once for every judgement of its colour."""
+
+    lightness: np.ndarray
+    chroma: np.ndarray
+    hue: np.ndarray
+    names: np.ndarray
+
+    @classmethod
+    def of(cls, image: np.ndarray, mask: np.ndarray) -> ObjectPixels:
+        lightness, chroma, hue = lightness_chroma_hue(image[..., :3][mask >= 128])
+        return cls(lightness, chroma, hue, _names(lightness, chroma, hue))
+
+    def shares(self) -> dict[str, float]:
+        if len(self.names) == 0:
+            return {}
+        counts = np.bincount(self.names, minlength=len(COLOUR_NAMES))
+        return {name: float(count) / len(self.names) for name, count in zip(COLOUR_NAMES, counts, strict=True)}
+
+    def lit_hue_family(self) -> str | None:
+        """The most common hue family of the brightest LIT_SHARE of the pixels that have a colour; None when none has."""
+        coloured = self.chroma >= _ACHROMATIC_CHROMA
+        if not coloured.any():
+            return None
+        lightness, hue = self.lightness[coloured], self.hue[coloured]
+        lit_hue = hue[lightness >= np.quantile(lightness, 1.0 - LIT_SHARE)]
+        return HUE_FAMILIES[int(np.bincount(hue_families(lit_hue), minlength=len(HUE_FAMILIES)).argmax())]
+
+    def looks_white_where_lit(self) -> bool:
+        """Whether the brightest LIT_SHARE of the pixels are light and nearly colourless."""
+        if len(self.lightness) == 0:
+            return False
+        lit = self.lightness >= np.quantile(self.lightness, 1.0 - LIT_SHARE)
+        return float(np.median(self.lightness[lit])) >= WHITE_LIT_LIGHTNESS and float(np.median(self.chroma[lit])) <= WHITE_LIT_CHROMA
+
+
 def colour_shares(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     """Share of each colour name among the pixels the mask selects (>= 128)."""
-    pixels = image[..., :3][mask >= 128]
-    if len(pixels) == 0:
-        return {}
-    counts = np.bincount(name_pixels(pixels), minlength=len(COLOUR_NAMES))
-    return {name: float(count) / len(pixels) for name, count in zip(COLOUR_NAMES, counts, strict=True)}
-
-
-def lit_hue_family(image: np.ndarray, mask: np.ndarray) -> str | None:
-    """The most common hue family (red, orange, yellow, green, blue, purple) of the brightest LIT_SHARE of the
-    selected pixels that have a colour (chroma at least the achromatic bound); None when none has."""
-    pixels = image[..., :3][mask >= 128]
-    if len(pixels) == 0:
-        return None
-    lightness, chroma, hue = lightness_chroma_hue(pixels)
-    coloured = chroma >= _ACHROMATIC_CHROMA
-    if not coloured.any():
-        return None
-    lightness, hue = lightness[coloured], hue[coloured]
-    lit_hue = hue[lightness >= np.quantile(lightness, 1.0 - LIT_SHARE)]
-    families = np.searchsorted(_HUE_BOUNDS, lit_hue, side="right") % len(HUE_FAMILIES)
-    return HUE_FAMILIES[int(np.bincount(families, minlength=len(HUE_FAMILIES)).argmax())]
-
-
-def looks_white_where_lit(image: np.ndarray, mask: np.ndarray) -> bool:
-    """Whether the brightest LIT_SHARE of the selected pixels are light and nearly colourless."""
-    pixels = image[..., :3][mask >= 128]
-    if len(pixels) == 0:
-        return False
-    lightness, chroma, _ = lightness_chroma_hue(pixels)
-    lit = lightness >= np.quantile(lightness, 1.0 - LIT_SHARE)
-    return float(np.median(lightness[lit])) >= WHITE_LIT_LIGHTNESS and float(np.median(chroma[lit])) <= WHITE_LIT_CHROMA
+    return ObjectPixels.of(image, mask).shares()
 
 
 def has_colour(image: np.ndarray, mask: np.ndarray, colour: str) -> bool:
-    shares = colour_shares(image, mask)
+    pixels = ObjectPixels.of(image, mask)
+    shares = pixels.shares()
     if not shares:
         return False
     dominant = max(shares, key=lambda name: shares[name])
@@ -122,8 +139,8 @@ def has_colour(image: np.ndarray, mask: np.ndarray, colour: str) -> bool:
         if max(chromatic, key=lambda name: chromatic[name]) == colour:
             return True
         # And where that colour is lit: its shaded red reads as brown, pixel by pixel.
-        return colour in HUE_FAMILIES and lit_hue_family(image, mask) == colour
+        return colour in HUE_FAMILIES and pixels.lit_hue_family() == colour
     achromatic = {name: share for name, share in shares.items() if name in ACHROMATIC}
     if coloured < 0.5 and max(achromatic, key=lambda name: achromatic[name]) == colour:
         return True
-    return colour == "white" and looks_white_where_lit(image, mask)
+    return colour == "white" and pixels.looks_white_where_lit()
