@@ -193,6 +193,50 @@ def test_a_crop_shrunk_to_the_working_size_is_filled_and_pasted_back() -> None:
     assert np.array_equal(filled, image)
 
 
+def test_a_crop_larger_than_the_working_size_is_refined_at_its_own_resolution() -> None:
+    """Stripes one pixel wide vanish when the crop is shrunk to a quarter; only a full-size pass can restore them."""
+    small_working_size = PatchMatchEngine(max_side=64, seam_width=0)
+    image = vertical_stripes(256, 256, 2)
+    mask = rectangle_mask(256, 256, 96, 96, 160, 160)
+
+    filled = small_working_size.predict(with_garbage(image, mask), mask, seed=0)
+
+    hole = mask > 0
+    inner = np.zeros_like(hole)
+    inner[100:156, 100:156] = True
+    columns = np.arange(256)[None, :].repeat(256, axis=0)
+    # Every pixel of the hole's inside is one of the two stripe colours, in phase with the columns.
+    assert np.array_equal(filled[inner], image[inner]), f"{(filled[inner] != image[inner]).any(axis=1).mean():.1%} of the inside differs"
+    assert set(columns[inner] % 2) == {0, 1}
+
+
+def test_fill_says_where_each_hole_pixel_was_copied_from(engine: PatchMatchEngine) -> None:
+    image = noise(48, 64, seed=3)
+    mask = rectangle_mask(48, 64, 16, 20, 32, 44)
+
+    fill = engine.fill(with_garbage(image, mask), mask, seed=0)
+
+    hole = mask > 0
+    assert fill.sources.shape == (48, 64, 2) and fill.sources.dtype == np.int32
+    assert (fill.sources[~hole] == -1).all()
+    ys, xs = fill.sources[hole][:, 0], fill.sources[hole][:, 1]
+    assert not hole[ys, xs].any(), "a hole pixel was copied from the hole"
+    assert np.array_equal(fill.image, engine.predict(with_garbage(image, mask), mask, seed=0))
+
+
+def test_the_sources_of_a_pure_copy_hold_the_copied_pixels() -> None:
+    """Without color adaptation the best vote copies: each hole pixel is exactly its source's value."""
+    copying = PatchMatchEngine(seam_width=0, finest_vote="best", color_adaptation=False)
+    image = noise(64, 64, seed=5)
+    mask = rectangle_mask(64, 64, 20, 20, 44, 44)
+
+    fill = copying.fill(with_garbage(image, mask), mask, seed=1)
+
+    hole = mask > 0
+    ys, xs = fill.sources[hole][:, 0], fill.sources[hole][:, 1]
+    assert np.abs(fill.image[hole].astype(int) - image[ys, xs].astype(int)).max() <= 1
+
+
 def test_setup_compiles_once_and_reports_ready() -> None:
     fresh = PatchMatchEngine()
     assert not fresh.ready

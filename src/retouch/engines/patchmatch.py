@@ -13,7 +13,10 @@ bench/magic_eraser.py): patches are compared in Lab with Newson et al.'s texture
 by weighted mean, the full-size level copies each pixel from its best patch wherever the
 surroundings are textured; and the fill's color offset from its surroundings is measured on
 the ring around the hole and corrected. The engine works on a crop around the mask
-(retouch.imaging.crop) and changes only the hole's pixels. The inner loops are Numba kernels
+(retouch.imaging.crop) and changes only the hole's pixels. A crop larger than the working size
+(a large hole in a phone photo) is completed at the working size and then once more at its own
+resolution, from the working matches scaled up: the fill copies the photo's own full-resolution
+pixels instead of an enlarged, softened working fill. The inner loops are Numba kernels
 (patchmatch_kernels), compiled once and cached on disk.
 """
 
@@ -49,6 +52,21 @@ CONFIDENCE_BASE = 1.3
 # nor TBB is installed) aborts the process when two threads launch parallel kernels at once,
 # and the kernels already use every core, so two fills side by side would gain nothing.
 _KERNEL_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Fill:
+    """A filled image and, for each hole pixel, the pixel it was copied from.
+
+    ``sources`` is int32 H x W x 2 (y, x in the image), -1 outside the hole: the source of
+    the heaviest patch over each pixel in the last vote, where the fill copies; in smooth
+    regions the vote averages, and the source is the one that patch would have given. Pieces
+    are the runs of neighbouring pixels copied from neighbouring sources; the benchmark's seam
+    measure compares the steps between pieces with those inside them.
+    """
+
+    image: np.ndarray
+    sources: np.ndarray
 
 
 @dataclass
@@ -92,6 +110,10 @@ class PatchMatchEngine:
         finest_vote: str = "adaptive",
         search_bands: int = 4,
         color_adaptation: bool = True,
+        detail_em_iterations: int = 1,
+        detail_search_window: int = 8,
+        texture_smooth: float = TEXTURE_SMOOTH,
+        texture_rich: float = TEXTURE_RICH,
     ) -> None:
         """Tuning of the completion; the defaults are what bench/magic_eraser.py measured best.
 
@@ -108,6 +130,9 @@ class PatchMatchEngine:
         copies in texture and averages in smooth regions. search_bands: runs of targets searched in
         parallel; it changes the result a little, the thread count never does.
         color_adaptation: correct the fill's color offset from its surroundings.
+        detail_em_iterations / detail_search_window: the search-and-vote rounds, and the widest
+        random-search window in pixels, of the full-resolution pass over a crop that was shrunk
+        to max_side (its matches come from the working size, so it only looks nearby).
         """
         if patch_size < 1 or patch_size % 2 == 0:
             raise ValueError(f"patch_size is {patch_size}; it must be a positive odd number")
@@ -115,8 +140,11 @@ class PatchMatchEngine:
             raise ValueError(f"color_space is {color_space!r}; use one of: {', '.join(COLOR_SPACES)}")
         if finest_vote not in FINEST_VOTES:
             raise ValueError(f"finest_vote is {finest_vote!r}; use one of: {', '.join(FINEST_VOTES)}")
-        if min(search_iterations, coarse_em_iterations, finest_em_iterations, search_bands) < 1:
-            raise ValueError("search_iterations, coarse_em_iterations, finest_em_iterations and search_bands must be at least 1")
+        if min(search_iterations, coarse_em_iterations, finest_em_iterations, search_bands, detail_em_iterations, detail_search_window) < 1:
+            raise ValueError(
+                "search_iterations, coarse_em_iterations, finest_em_iterations, search_bands, "
+                "detail_em_iterations and detail_search_window must be at least 1"
+            )
         if max_side < 1 or margin < 0 or min_margin < 0:
             raise ValueError(f"max_side {max_side} must be >= 1, margin {margin} and min_margin {min_margin} >= 0")
         if coarsest_hole_width < 1 or seam_width < 0:
@@ -135,6 +163,10 @@ class PatchMatchEngine:
         self.finest_vote = finest_vote
         self.search_bands = search_bands
         self.color_adaptation = color_adaptation
+        self.detail_em_iterations = detail_em_iterations
+        self.detail_search_window = detail_search_window
+        self.texture_smooth = texture_smooth
+        self.texture_rich = texture_rich
         self.device: str | None = None
         self._setup_lock = threading.Lock()
 
@@ -169,6 +201,10 @@ class PatchMatchEngine:
         a mask over the whole image raises InvalidInput. The same seed gives the same output.
         ``on_step(fraction)`` is called after each EM round (it may raise to stop the fill).
         """
+        return self.fill(image, mask, seed, on_step).image
+
+    def fill(self, image: np.ndarray, mask: np.ndarray, seed: int, on_step: Callable[[float], None] | None = None) -> Fill:
+        """:meth:`predict`'s image with the source of every hole pixel (see :class:`Fill`)."""
         _check_image(image)
         if not isinstance(mask, np.ndarray) or mask.ndim != 2 or mask.shape != image.shape[:2]:
             described = f"shape {mask.shape}" if isinstance(mask, np.ndarray) else type(mask).__name__
@@ -179,31 +215,53 @@ class PatchMatchEngine:
             raise InvalidInput(f"seed is {seed!r}; PatchMatch takes a whole number >= 0")
         binary = binarize(mask)
         hole = binary > 0
+        sources = np.full((*hole.shape, 2), -1, dtype=np.int32)
         if not hole.any():
-            return image.copy()
+            return Fill(image.copy(), sources)
         if hole.all():
             raise InvalidInput("the mask covers the whole image: there is nothing left to fill from")
-        plan = crop_around_mask(image, binary, margin=self.margin, max_side=self.max_side, min_margin=self.min_margin)
+        # The box at full resolution; complete() shrinks it to max_side itself, so that its last
+        # pass can copy full-resolution pixels.
+        plan = crop_around_mask(image, binary, margin=self.margin, max_side=max(image.shape[:2]), min_margin=self.min_margin)
+        working_scale = min(1.0, self.max_side / max(plan.box_shape))
         with _KERNEL_LOCK:
-            filled = self.complete(plan.image, plan.mask > 0, int(seed), on_step)
-        return paste_back(image, plan, filled, binary, feather=self.seam_width)
+            filled, box_sources = self._complete(plan.image, plan.mask > 0, int(seed), on_step, working_scale)
+        box_hole = plan.mask > 0
+        sources[plan.top : plan.bottom, plan.left : plan.right][box_hole] = box_sources[box_hole] + np.array([plan.top, plan.left], dtype=np.int32)
+        return Fill(paste_back(image, plan, filled, binary, feather=self.seam_width), sources)
 
-    def complete(self, image: np.ndarray, hole: np.ndarray, seed: int, on_step: Callable[[float], None] | None = None) -> np.ndarray:
+    def complete(
+        self, image: np.ndarray, hole: np.ndarray, seed: int, on_step: Callable[[float], None] | None = None, working_scale: float = 1.0
+    ) -> np.ndarray:
         """``image`` (RGB uint8) with the ``hole`` (bool) pixels synthesised; no crop, no seam blend.
 
         Pixels outside the hole are returned unchanged. Raises InvalidInput when no pixel is
-        left to copy from.
+        left to copy from. ``working_scale`` < 1 completes the image shrunk by that factor first,
+        then refines the fill at the image's own size.
         """
+        return self._complete(image, hole, seed, on_step, working_scale)[0]
+
+    def _complete(
+        self, image: np.ndarray, hole: np.ndarray, seed: int, on_step: Callable[[float], None] | None, working_scale: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`complete`'s image and the source (y, x) of every pixel (H x W x 2; a known pixel is its own)."""
+        rows, columns = np.indices(hole.shape, dtype=np.int32)
+        sources = np.stack([rows, columns], axis=2)
         if not hole.any():
-            return image.copy()
+            return image.copy(), sources
         if hole.all():
             raise InvalidInput("the mask covers the whole image: there is nothing left to fill from")
         color = self._to_working(image)
         working = np.ascontiguousarray(np.concatenate([color, self._texture_features(color, hole)], axis=2))
         radius = self._radius(hole)
-        levels = self._pyramid(working, hole, radius)
+        levels = self._pyramid(working, hole, radius, working_scale)
+        # Only the finest level can be other than half the size of the next: the full-resolution
+        # pass over a shrunk crop, which starts from matches already settled at the working size.
+        detail = len(levels) > 1 and levels[1].hole.shape != tuple((side + 1) // 2 for side in levels[0].hole.shape)
+        costs = [level.target_ys.size * self._rounds(depth, len(levels), detail) for depth, level in enumerate(levels)]
         coarse: _Level | None = None
         coarse_field: np.ndarray | None = None
+        done_cost = 0.0
         for depth in range(len(levels) - 1, -1, -1):
             level = levels[depth]
             key = _key(seed, depth, 0)
@@ -211,6 +269,7 @@ class PatchMatchEngine:
             # Averaged votes let the coarse levels settle the layout; at full size they would blur
             # wherever neighbouring matches disagree, so there texture is copied instead.
             vote_mode = self.finest_vote if depth == 0 else "mean"
+            widest = self.detail_search_window if depth == 0 and detail else max(level.hole.shape)
             if coarse is None:
                 kernels.onion_fill(level.image, level.hole)
                 kernels.initialize_random(level.target_ys, level.target_xs, level.source_ys, level.source_xs, field, key)
@@ -219,35 +278,44 @@ class PatchMatchEngine:
                 kernels.upsample_field(
                     coarse_field, coarse.is_target, level.target_ys, level.target_xs,
                     level.source_ok, level.source_ys, level.source_xs, field, key,
+                    level.hole.shape[0] / coarse.hole.shape[0], level.hole.shape[1] / coarse.hole.shape[1],
                 )
                 # Rebuild the hole from the upsampled matches before searching: searching against
                 # the enlarged (blurred) coarse fill would pick smooth patches and wash it out.
                 self._vote(level, field, level.confidence, radius, vote_mode)
             distances = np.full(level.hole.shape, np.inf, dtype=np.float32)
             kernels.compute_distances(level.image, level.target_ys, level.target_xs, field, distances, radius)
-            # The finest level starts from a settled coarse one and only sharpens it, unless it is
-            # the only level.
-            rounds = self.finest_em_iterations if depth == 0 and len(levels) > 1 else self.coarse_em_iterations
+            rounds = self._rounds(depth, len(levels), detail)
             for em_round in range(rounds):
-                # A random start needs more passes to converge than an upsampled one.
+                # A random start needs more passes to converge than an upsampled one; the detail
+                # pass's matches are already settled, one pass only aligns them.
                 passes = self.search_iterations * (2 if coarse is None and em_round == 0 else 1)
+                if depth == 0 and detail:
+                    passes = 1
                 round_key = _key(seed, depth, em_round + 1)
                 kernels.search(
                     level.image, level.target_ys, level.target_xs, level.target_index, level.source_ok,
-                    field, distances, radius, passes, round_key, self.search_bands,
+                    field, distances, radius, passes, round_key, self.search_bands, widest,
                 )
                 weights = self._vote_weights(level, distances)
                 if on_step is not None:
-                    # Each level has four times the pixels of the next coarser one: weigh the rounds so.
-                    done = sum(4.0**-d for d in range(depth + 1, len(levels))) + 4.0**-depth * (em_round + 1) / rounds
-                    on_step(min(1.0, done / sum(4.0**-d for d in range(len(levels)))))
+                    # A round costs about what its level's targets number.
+                    on_step(min(1.0, (done_cost + costs[depth] * (em_round + 1) / rounds) / sum(costs)))
                 if depth == 0 and em_round == rounds - 1:
-                    self._final_vote(level, field, weights, radius, vote_mode)
+                    hole_sources = self._final_vote(level, field, weights, radius, vote_mode)
+                    sources[level.hole_ys, level.hole_xs] = hole_sources
                     break
                 self._vote(level, field, weights, radius, vote_mode)
                 kernels.compute_distances(level.image, level.target_ys, level.target_xs, field, distances, radius)
+            done_cost += costs[depth]
             coarse, coarse_field = level, field
-        return self._from_working(levels[0].image[:, :, :3], image, hole)
+        return self._from_working(levels[0].image[:, :, :3], image, hole), sources
+
+    def _rounds(self, depth: int, count: int, detail: bool) -> int:
+        """EM rounds at a level: the finest starts from a settled coarse one and only sharpens it, unless it is the only level."""
+        if depth == 0 and detail:
+            return self.detail_em_iterations
+        return self.finest_em_iterations if depth == 0 and count > 1 else self.coarse_em_iterations
 
     def _vote(self, level: _Level, field: np.ndarray, weights: np.ndarray, radius: int, mode: str) -> None:
         """Rebuild the level's hole from the NNF (see :meth:`_votes`)."""
@@ -264,15 +332,24 @@ class PatchMatchEngine:
         vote's surroundings are textured, the mean where they are smooth, blended in between.
         """
         channels = level.image.shape[2]
-        if mode != "adaptive":
+        if mode == "best":
+            sources = self._sources(level, ys, xs, field, weights, radius)
+            return level.image[sources[:, 0], sources[:, 1]]
+        if mode == "mean":
             votes = np.empty((ys.size, channels), dtype=np.float32)
-            kernel = kernels.best_votes if mode == "best" else kernels.mean_votes
-            kernel(level.image, ys, xs, level.is_target, field, weights, radius, votes)
+            kernels.mean_votes(level.image, ys, xs, level.is_target, field, weights, radius, votes)
             return votes
         best = self._votes(level, ys, xs, field, weights, radius, "best")
         mean = self._votes(level, ys, xs, field, weights, radius, "mean")
         share = self._texture_share(level, ys, xs, best)[:, None]
         return share * best + (1.0 - share) * mean
+
+    @staticmethod
+    def _sources(level: _Level, ys: np.ndarray, xs: np.ndarray, field: np.ndarray, weights: np.ndarray, radius: int) -> np.ndarray:
+        """The pixel (y, x) the heaviest patch over each of (ys, xs) copies there (N x 2 int32)."""
+        sources = np.empty((ys.size, 2), dtype=np.int32)
+        kernels.best_sources(ys, xs, level.is_target, field, weights, radius, sources)
+        return sources
 
     def _texture_share(self, level: _Level, ys: np.ndarray, xs: np.ndarray, values: np.ndarray) -> np.ndarray:
         """0 where the lightness around each pixel, with ``values`` written in, is smooth; 1 where textured.
@@ -295,7 +372,7 @@ class PatchMatchEngine:
         steps[:-1, :] += np.abs(np.diff(lightness, axis=0))
         texture = cv2.blur(steps, (TEXTURE_WINDOW, TEXTURE_WINDOW))[ys - top, xs - left]
         scale = 1.0 if self.color_space == "lab" else 2.55
-        smooth, rich = TEXTURE_SMOOTH * scale, TEXTURE_RICH * scale
+        smooth, rich = self.texture_smooth * scale, self.texture_rich * scale
         return np.clip((texture - smooth) / (rich - smooth), 0.0, 1.0).astype(np.float32)
 
     def _lightness(self, color: np.ndarray) -> np.ndarray:
@@ -304,8 +381,8 @@ class PatchMatchEngine:
             return np.ascontiguousarray(color[:, :, 0])
         return color @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
-    def _final_vote(self, level: _Level, field: np.ndarray, weights: np.ndarray, radius: int, mode: str) -> None:
-        """The last vote at full size, then Content-Aware-Fill-style color adaptation.
+    def _final_vote(self, level: _Level, field: np.ndarray, weights: np.ndarray, radius: int, mode: str) -> np.ndarray:
+        """The last vote at full size, then Content-Aware-Fill-style color adaptation; the hole pixels' sources.
 
         Patches copied from elsewhere can be slightly lighter or of another tint than the
         hole's surroundings (a sky's gradient, a wall's uneven light), which shows as a faint
@@ -314,11 +391,12 @@ class PatchMatchEngine:
         interpolated smoothly across the hole, is added to the fill.
         """
         self._vote(level, field, weights, radius, mode)
+        sources = self._sources(level, level.hole_ys, level.hole_xs, field, weights, radius)
         if not self.color_adaptation:
-            return
+            return sources
         ring_ys, ring_xs = level.ring_ys, level.ring_xs
         if ring_ys.size == 0:
-            return
+            return sources
         copied = self._votes(level, ring_ys, ring_xs, field, weights, radius, mode)
         smoothing = 2.0 * (2 * radius + 1)
         # The ring encloses the hole, so a window around it (with room for the smoothing) is
@@ -333,6 +411,7 @@ class PatchMatchEngine:
         known[ring_ys - top, ring_xs - left] = 1.0
         correction = _membrane(offsets, known, smoothing)
         level.image[level.hole_ys, level.hole_xs, :3] += correction[level.hole_ys - top, level.hole_xs - left]
+        return sources
 
     def _texture_features(self, color: np.ndarray, hole: np.ndarray) -> np.ndarray:
         """Newson et al.'s texture features: mean absolute horizontal and vertical lightness gradients.
@@ -376,10 +455,12 @@ class PatchMatchEngine:
             radius -= 1
         return 0
 
-    def _pyramid(self, working: np.ndarray, hole: np.ndarray, radius: int) -> list[_Level]:
+    def _pyramid(self, working: np.ndarray, hole: np.ndarray, radius: int, working_scale: float) -> list[_Level]:
         """Levels from full size down until the hole is about coarsest_hole_width across.
 
-        A level is also never smaller than four patches a side, nor without a source patch.
+        With ``working_scale`` < 1 the second level is the image shrunk by that factor (the
+        working size), the rest halve from there. A level is also never smaller than four
+        patches a side, nor without a source patch.
         """
         finest = self._geometry(working, hole, radius)
         if finest is None:
@@ -387,7 +468,13 @@ class PatchMatchEngine:
         levels = [finest]
         thickness = 2.0 * float(cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE).max())
         minimum_side = 4 * (2 * radius + 1)
-        while thickness / 2 ** len(levels) >= self.coarsest_hole_width:
+        scale = 1.0
+        if working_scale < 1.0:
+            shrunk = self._shrink(working, hole, working_scale, radius)
+            if shrunk is not None:
+                levels.append(shrunk)
+                scale = working_scale
+        while thickness * scale / 2 >= self.coarsest_hole_width:
             finer = levels[-1]
             height, width = finer.hole.shape
             if min((height + 1) // 2, (width + 1) // 2) < minimum_side:
@@ -403,7 +490,26 @@ class PatchMatchEngine:
             if coarse is None:
                 break
             levels.append(coarse)
+            scale /= 2
         return levels
+
+    def _shrink(self, working: np.ndarray, hole: np.ndarray, working_scale: float, radius: int) -> _Level | None:
+        """The working-size level of a crop larger than max_side (INTER_AREA), its hole conservative.
+
+        Every shrunk pixel that a hole pixel touches, and one more around them, is hole: its
+        value mixes in what is being removed.
+        """
+        height, width = hole.shape
+        size = (max(1, round(width * working_scale)), max(1, round(height * working_scale)))
+        # OpenCV's area resampling takes at most four channels: color and texture features apart.
+        shrunk_image = np.concatenate(
+            [cv2.resize(np.ascontiguousarray(working[:, :, part]), size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
+             for part in (slice(0, 3), slice(3, None))],
+            axis=2,
+        )
+        touched = cv2.resize(hole.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
+        shrunk_hole = cv2.dilate(touched.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        return self._geometry(shrunk_image, shrunk_hole, radius)
 
     @staticmethod
     def _geometry(image: np.ndarray, hole: np.ndarray, radius: int) -> _Level | None:

@@ -94,7 +94,7 @@ def compute_distances(image, target_ys, target_xs, nnf, distances, radius):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def search(image, target_ys, target_xs, target_index, source_ok, nnf, distances, radius, iterations, key, bands):
+def search(image, target_ys, target_xs, target_index, source_ok, nnf, distances, radius, iterations, key, bands, widest):
     """Improve the NNF in place with PatchMatch: propagation, then random search, per target.
 
     Odd iterations scan in reverse order and propagate from the right and below instead of the
@@ -105,7 +105,9 @@ def search(image, target_ys, target_xs, target_index, source_ok, nnf, distances,
     propagates only from targets of its own band, so no band reads what another is writing
     and the result does not depend on the threads' timing; the reverse scans cut half a band
     further on, so that good matches still cross every cut. ``target_index`` maps a pixel to its
-    position in the target list, -1 for pixels that are no target.
+    position in the target list, -1 for pixels that are no target. ``widest`` caps the first
+    random-search window (a level whose matches came from a settled coarser one only needs to
+    look nearby).
     """
     height, width = target_index.shape
     count = target_ys.shape[0]
@@ -152,7 +154,7 @@ def search(image, target_ys, target_xs, target_index, source_ok, nnf, distances,
                         best, best_y, best_x = distance, candidate_y, candidate_x
                 # Random search around the best match, the window halving each try.
                 state = mix(iteration_key ^ (np.uint64(index) * _GOLDEN))
-                window = max(height, width)
+                window = min(max(height, width), widest)
                 while window >= 1:
                     low_y, high_y = max(lowest_y, best_y - window), min(highest_y, best_y + window)
                     low_x, high_x = max(lowest_x, best_x - window), min(highest_x, best_x + window)
@@ -203,14 +205,14 @@ def mean_votes(image, ys, xs, is_target, nnf, weights, radius, out):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def best_votes(image, ys, xs, is_target, nnf, weights, radius, out):
-    """What the single heaviest patch covering each pixel (ys, xs) copies there, into ``out`` (N x C).
+def best_sources(ys, xs, is_target, nnf, weights, radius, out):
+    """Where the single heaviest patch covering each pixel (ys, xs) copies it from, into ``out`` (N x 2, y and x).
 
     Averaging the overlapping patches blurs wherever neighbouring matches disagree; taking
-    the best one keeps the source's texture at full strength. A pixel no target covers keeps
-    its own value. The image is only read, so the pixels may lie in or outside the hole.
+    the best one keeps the source's texture at full strength. A pixel no target covers is its
+    own source. The pixels may lie in or outside the hole.
     """
-    height, width, channels = image.shape
+    height, width = is_target.shape
     for index in prange(ys.shape[0]):
         y = ys[index]
         x = xs[index]
@@ -229,16 +231,19 @@ def best_votes(image, ys, xs, is_target, nnf, weights, radius, out):
                     best = weights[centre_y, centre_x]
                     best_y = nnf[centre_y, centre_x, 0] + offset_y
                     best_x = nnf[centre_y, centre_x, 1] + offset_x
-        for channel in range(channels):
-            out[index, channel] = image[best_y, best_x, channel]
+        out[index, 0] = best_y
+        out[index, 1] = best_x
 
 
 @njit(cache=True, nogil=True)
-def upsample_field(coarse_nnf, coarse_is_target, target_ys, target_xs, source_ok, source_ys, source_xs, nnf, key):
-    """The fine level's starting NNF from the coarse one: the parent's match, doubled.
+def upsample_field(coarse_nnf, coarse_is_target, target_ys, target_xs, source_ok, source_ys, source_xs, nnf, key, ratio_y, ratio_x):
+    """The fine level's starting NNF from the coarse one: the parent's offset, scaled by the levels' size ratio.
 
-    A target whose parent was no target, or whose doubled match is no valid source here (the
-    fine hole's border differs), gets a random source instead.
+    A fine pixel's parent is the coarse pixel under it (y // ratio); the parent's match lies
+    some offset away, and the fine pixel starts that offset, times the ratio, away from
+    itself. With a ratio of 2 this is the parent's match doubled, plus the pixel's place in
+    its 2 x 2 block. A target whose parent was no target, or whose scaled match is no valid
+    source here (the fine hole's border differs), gets a random source instead.
     """
     coarse_height, coarse_width = coarse_is_target.shape
     height, width = source_ok.shape
@@ -246,11 +251,11 @@ def upsample_field(coarse_nnf, coarse_is_target, target_ys, target_xs, source_ok
     for index in range(target_ys.shape[0]):
         y = target_ys[index]
         x = target_xs[index]
-        parent_y = min(y // 2, coarse_height - 1)
-        parent_x = min(x // 2, coarse_width - 1)
+        parent_y = min(int(y / ratio_y), coarse_height - 1)
+        parent_x = min(int(x / ratio_x), coarse_width - 1)
         if coarse_is_target[parent_y, parent_x]:
-            candidate_y = 2 * coarse_nnf[parent_y, parent_x, 0] + (y - 2 * parent_y)
-            candidate_x = 2 * coarse_nnf[parent_y, parent_x, 1] + (x - 2 * parent_x)
+            candidate_y = y + round(ratio_y * (coarse_nnf[parent_y, parent_x, 0] - parent_y))
+            candidate_x = x + round(ratio_x * (coarse_nnf[parent_y, parent_x, 1] - parent_x))
             if 0 <= candidate_y < height and 0 <= candidate_x < width and source_ok[candidate_y, candidate_x]:
                 nnf[y, x, 0] = candidate_y
                 nnf[y, x, 1] = candidate_x
