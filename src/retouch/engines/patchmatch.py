@@ -33,7 +33,7 @@ import numpy as np
 
 from retouch.engines import patchmatch_kernels as kernels
 from retouch.errors import InvalidInput
-from retouch.imaging.crop import crop_around_mask, paste_back
+from retouch.imaging.crop import crop_around_mask, paste_back, shrink_mask
 from retouch.imaging.masks import binarize
 
 logger = logging.getLogger(__name__)
@@ -112,8 +112,6 @@ class PatchMatchEngine:
         color_adaptation: bool = True,
         detail_em_iterations: int = 1,
         detail_search_window: int = 8,
-        texture_smooth: float = TEXTURE_SMOOTH,
-        texture_rich: float = TEXTURE_RICH,
     ) -> None:
         """Tuning of the completion; the defaults are what bench/magic_eraser.py measured best.
 
@@ -165,8 +163,6 @@ class PatchMatchEngine:
         self.color_adaptation = color_adaptation
         self.detail_em_iterations = detail_em_iterations
         self.detail_search_window = detail_search_window
-        self.texture_smooth = texture_smooth
-        self.texture_rich = texture_rich
         self.device: str | None = None
         self._setup_lock = threading.Lock()
 
@@ -225,9 +221,9 @@ class PatchMatchEngine:
         plan = crop_around_mask(image, binary, margin=self.margin, max_side=max(image.shape[:2]), min_margin=self.min_margin)
         working_scale = min(1.0, self.max_side / max(plan.box_shape))
         with _KERNEL_LOCK:
-            filled, box_sources = self._complete(plan.image, plan.mask > 0, int(seed), on_step, working_scale)
+            filled, hole_sources = self._complete(plan.image, plan.mask > 0, int(seed), on_step, working_scale)
         box_hole = plan.mask > 0
-        sources[plan.top : plan.bottom, plan.left : plan.right][box_hole] = box_sources[box_hole] + np.array([plan.top, plan.left], dtype=np.int32)
+        sources[plan.top : plan.bottom, plan.left : plan.right][box_hole] = hole_sources + np.array([plan.top, plan.left], dtype=np.int32)
         return Fill(paste_back(image, plan, filled, binary, feather=self.seam_width), sources)
 
     def complete(
@@ -244,20 +240,17 @@ class PatchMatchEngine:
     def _complete(
         self, image: np.ndarray, hole: np.ndarray, seed: int, on_step: Callable[[float], None] | None, working_scale: float
     ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`complete`'s image and the source (y, x) of every pixel (H x W x 2; a known pixel is its own)."""
-        rows, columns = np.indices(hole.shape, dtype=np.int32)
-        sources = np.stack([rows, columns], axis=2)
+        """:meth:`complete`'s image and the source (y, x) of each hole pixel, N x 2 in ``hole``'s row-major order."""
         if not hole.any():
-            return image.copy(), sources
+            return image.copy(), np.empty((0, 2), dtype=np.int32)
         if hole.all():
             raise InvalidInput("the mask covers the whole image: there is nothing left to fill from")
         color = self._to_working(image)
         working = np.ascontiguousarray(np.concatenate([color, self._texture_features(color, hole)], axis=2))
         radius = self._radius(hole)
-        levels = self._pyramid(working, hole, radius, working_scale)
-        # Only the finest level can be other than half the size of the next: the full-resolution
-        # pass over a shrunk crop, which starts from matches already settled at the working size.
-        detail = len(levels) > 1 and levels[1].hole.shape != tuple((side + 1) // 2 for side in levels[0].hole.shape)
+        # With ``detail`` the finest level is the full-resolution pass over a shrunk crop: it starts
+        # from matches already settled at the working size, whatever the ratio of the two sizes.
+        levels, detail = self._pyramid(working, hole, radius, working_scale)
         costs = [level.target_ys.size * self._rounds(depth, len(levels), detail) for depth, level in enumerate(levels)]
         coarse: _Level | None = None
         coarse_field: np.ndarray | None = None
@@ -278,7 +271,7 @@ class PatchMatchEngine:
                 kernels.upsample_field(
                     coarse_field, coarse.is_target, level.target_ys, level.target_xs,
                     level.source_ok, level.source_ys, level.source_xs, field, key,
-                    level.hole.shape[0] / coarse.hole.shape[0], level.hole.shape[1] / coarse.hole.shape[1],
+                    *self._ratios(level, coarse, depth == 0 and detail),
                 )
                 # Rebuild the hole from the upsampled matches before searching: searching against
                 # the enlarged (blurred) coarse fill would pick smooth patches and wash it out.
@@ -289,9 +282,10 @@ class PatchMatchEngine:
             for em_round in range(rounds):
                 # A random start needs more passes to converge than an upsampled one; the detail
                 # pass's matches are already settled, one pass only aligns them.
-                passes = self.search_iterations * (2 if coarse is None and em_round == 0 else 1)
                 if depth == 0 and detail:
                     passes = 1
+                else:
+                    passes = self.search_iterations * (2 if coarse is None and em_round == 0 else 1)
                 round_key = _key(seed, depth, em_round + 1)
                 kernels.search(
                     level.image, level.target_ys, level.target_xs, level.target_index, level.source_ok,
@@ -303,13 +297,20 @@ class PatchMatchEngine:
                     on_step(min(1.0, (done_cost + costs[depth] * (em_round + 1) / rounds) / sum(costs)))
                 if depth == 0 and em_round == rounds - 1:
                     hole_sources = self._final_vote(level, field, weights, radius, vote_mode)
-                    sources[level.hole_ys, level.hole_xs] = hole_sources
                     break
                 self._vote(level, field, weights, radius, vote_mode)
                 kernels.compute_distances(level.image, level.target_ys, level.target_xs, field, distances, radius)
             done_cost += costs[depth]
             coarse, coarse_field = level, field
-        return self._from_working(levels[0].image[:, :, :3], image, hole), sources
+        return self._from_working(levels[0].image[:, :, :3], image, hole), hole_sources
+
+    @staticmethod
+    def _ratios(fine: _Level, coarse: _Level, detail: bool) -> tuple[float, float]:
+        """How many fine pixels one coarse pixel spans (y, x): 2 between halved levels (fine pixel
+        (y, x) lies under coarse (y // 2, x // 2), an odd side included), the sizes' ratio above a shrunk one."""
+        if not detail:
+            return 2.0, 2.0
+        return fine.hole.shape[0] / coarse.hole.shape[0], fine.hole.shape[1] / coarse.hole.shape[1]
 
     def _rounds(self, depth: int, count: int, detail: bool) -> int:
         """EM rounds at a level: the finest starts from a settled coarse one and only sharpens it, unless it is the only level."""
@@ -317,12 +318,22 @@ class PatchMatchEngine:
             return self.detail_em_iterations
         return self.finest_em_iterations if depth == 0 and count > 1 else self.coarse_em_iterations
 
-    def _vote(self, level: _Level, field: np.ndarray, weights: np.ndarray, radius: int, mode: str) -> None:
+    def _vote(
+        self, level: _Level, field: np.ndarray, weights: np.ndarray, radius: int, mode: str, sources: np.ndarray | None = None
+    ) -> None:
         """Rebuild the level's hole from the NNF (see :meth:`_votes`)."""
-        level.image[level.hole_ys, level.hole_xs] = self._votes(level, level.hole_ys, level.hole_xs, field, weights, radius, mode)
+        level.image[level.hole_ys, level.hole_xs] = self._votes(level, level.hole_ys, level.hole_xs, field, weights, radius, mode, sources)
 
     def _votes(
-        self, level: _Level, ys: np.ndarray, xs: np.ndarray, field: np.ndarray, weights: np.ndarray, radius: int, mode: str
+        self,
+        level: _Level,
+        ys: np.ndarray,
+        xs: np.ndarray,
+        field: np.ndarray,
+        weights: np.ndarray,
+        radius: int,
+        mode: str,
+        sources: np.ndarray | None = None,
     ) -> np.ndarray:
         """What the patches covering pixels (ys, xs) say they are (N x C), by vote ``mode``.
 
@@ -330,16 +341,18 @@ class PatchMatchEngine:
         "best": the heaviest patch's pixel (keeps texture; in smooth areas the seams between
         copied pieces show as faint steps). "adaptive": per pixel, the best vote where the best
         vote's surroundings are textured, the mean where they are smooth, blended in between.
+        ``sources``: the pixels' best sources (:meth:`_sources`), when the caller has them already.
         """
         channels = level.image.shape[2]
         if mode == "best":
-            sources = self._sources(level, ys, xs, field, weights, radius)
+            if sources is None:
+                sources = self._sources(level, ys, xs, field, weights, radius)
             return level.image[sources[:, 0], sources[:, 1]]
         if mode == "mean":
             votes = np.empty((ys.size, channels), dtype=np.float32)
             kernels.mean_votes(level.image, ys, xs, level.is_target, field, weights, radius, votes)
             return votes
-        best = self._votes(level, ys, xs, field, weights, radius, "best")
+        best = self._votes(level, ys, xs, field, weights, radius, "best", sources)
         mean = self._votes(level, ys, xs, field, weights, radius, "mean")
         share = self._texture_share(level, ys, xs, best)[:, None]
         return share * best + (1.0 - share) * mean
@@ -372,7 +385,7 @@ class PatchMatchEngine:
         steps[:-1, :] += np.abs(np.diff(lightness, axis=0))
         texture = cv2.blur(steps, (TEXTURE_WINDOW, TEXTURE_WINDOW))[ys - top, xs - left]
         scale = 1.0 if self.color_space == "lab" else 2.55
-        smooth, rich = self.texture_smooth * scale, self.texture_rich * scale
+        smooth, rich = TEXTURE_SMOOTH * scale, TEXTURE_RICH * scale
         return np.clip((texture - smooth) / (rich - smooth), 0.0, 1.0).astype(np.float32)
 
     def _lightness(self, color: np.ndarray) -> np.ndarray:
@@ -390,8 +403,8 @@ class PatchMatchEngine:
         cover, says by how much the copies are off there; that difference, smoothed and
         interpolated smoothly across the hole, is added to the fill.
         """
-        self._vote(level, field, weights, radius, mode)
         sources = self._sources(level, level.hole_ys, level.hole_xs, field, weights, radius)
+        self._vote(level, field, weights, radius, mode, sources)
         if not self.color_adaptation:
             return sources
         ring_ys, ring_xs = level.ring_ys, level.ring_xs
@@ -455,8 +468,8 @@ class PatchMatchEngine:
             radius -= 1
         return 0
 
-    def _pyramid(self, working: np.ndarray, hole: np.ndarray, radius: int, working_scale: float) -> list[_Level]:
-        """Levels from full size down until the hole is about coarsest_hole_width across.
+    def _pyramid(self, working: np.ndarray, hole: np.ndarray, radius: int, working_scale: float) -> tuple[list[_Level], bool]:
+        """Levels from full size down until the hole is about coarsest_hole_width across, and whether the second is shrunk.
 
         With ``working_scale`` < 1 the second level is the image shrunk by that factor (the
         working size), the rest halve from there. A level is also never smaller than four
@@ -469,11 +482,12 @@ class PatchMatchEngine:
         thickness = 2.0 * float(cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE).max())
         minimum_side = 4 * (2 * radius + 1)
         scale = 1.0
+        detail = False
         if working_scale < 1.0:
             shrunk = self._shrink(working, hole, working_scale, radius)
             if shrunk is not None:
                 levels.append(shrunk)
-                scale = working_scale
+                scale, detail = working_scale, True
         while thickness * scale / 2 >= self.coarsest_hole_width:
             finer = levels[-1]
             height, width = finer.hole.shape
@@ -491,13 +505,13 @@ class PatchMatchEngine:
                 break
             levels.append(coarse)
             scale /= 2
-        return levels
+        return levels, detail
 
     def _shrink(self, working: np.ndarray, hole: np.ndarray, working_scale: float, radius: int) -> _Level | None:
         """The working-size level of a crop larger than max_side (INTER_AREA), its hole conservative.
 
-        Every shrunk pixel that a hole pixel touches, and one more around them, is hole: its
-        value mixes in what is being removed.
+        The hole is :func:`shrink_mask`'s, the crop's own rule: every shrunk pixel whose value mixes
+        in what is being removed is hole.
         """
         height, width = hole.shape
         size = (max(1, round(width * working_scale)), max(1, round(height * working_scale)))
@@ -507,9 +521,7 @@ class PatchMatchEngine:
              for part in (slice(0, 3), slice(3, None))],
             axis=2,
         )
-        touched = cv2.resize(hole.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
-        shrunk_hole = cv2.dilate(touched.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-        return self._geometry(shrunk_image, shrunk_hole, radius)
+        return self._geometry(shrunk_image, shrink_mask(hole, size) > 0, radius)
 
     @staticmethod
     def _geometry(image: np.ndarray, hole: np.ndarray, radius: int) -> _Level | None:

@@ -96,12 +96,19 @@ def crop_around_mask(
     working_height = max(1, round(box_height * scale))
     working_width = max(1, round(box_width * scale))
     working_image = cv2.resize(box_image, (working_width, working_height), interpolation=cv2.INTER_AREA)
-    # INTER_AREA gives a working pixel a share of every full-resolution pixel under it, so "> 0"
-    # selects each working pixel a hole pixel touches; one more pixel around them keeps the
-    # enlarged fill's interpolation from reaching back into the unfilled, unwanted content.
-    shrunk = cv2.resize(box_mask, (working_width, working_height), interpolation=cv2.INTER_AREA)
-    working_mask = cv2.dilate(np.where(shrunk > 0, np.uint8(255), np.uint8(0)), np.ones((3, 3), np.uint8))
-    return CropPlan(top, left, bottom, right, scale, working_image, working_mask)
+    return CropPlan(top, left, bottom, right, scale, working_image, shrink_mask(selected[top:bottom, left:right], (working_width, working_height)))
+
+
+def shrink_mask(selected: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The mask (0/255) of an image shrunk to ``size`` (width, height) with INTER_AREA, conservatively.
+
+    INTER_AREA gives a shrunk pixel a share of every full-resolution pixel under it, so "> 0"
+    selects each shrunk pixel that a selected pixel touches (its value mixes in what is to be
+    removed); one more pixel around them keeps an enlarged fill's interpolation from reaching
+    back into the unfilled, unwanted content.
+    """
+    shrunk = cv2.resize(selected.astype(np.uint8) * np.uint8(255), size, interpolation=cv2.INTER_AREA)
+    return cv2.dilate(np.where(shrunk > 0, np.uint8(255), np.uint8(0)), np.ones((3, 3), np.uint8))
 
 
 def paste_back(original: np.ndarray, plan: CropPlan, filled_crop: np.ndarray, mask: np.ndarray, feather: int = 0) -> np.ndarray:
