@@ -129,7 +129,14 @@ class Scene:
     image: np.ndarray
     mask: np.ndarray
     texture_box: tuple[int, int, int, int]
-    enlarged: float
+    scale: float
+
+    @property
+    def inside(self) -> float:
+        """The share of the hole that lies over its texture rectangle."""
+        x1, y1, x2, y2 = self.texture_box
+        hole = self.mask > 0
+        return float(hole[y1:y2, x1:x2].sum() / hole.sum())
 
 
 def _window(photo_size: tuple[int, int], box: tuple[int, int, int, int], aspect: float, area: float) -> tuple[int, int, int, int]:
@@ -367,12 +374,12 @@ def scores(original: np.ndarray, filled: np.ndarray, mask: np.ndarray, fill: Fil
     return result
 
 
-def measure(engine: PatchMatchEngine, scene_: Scene, repeats: int) -> dict[str, dict[str, float]]:
+def measure(engine: PatchMatchEngine, scene_: Scene, repeats: int, opencv: bool) -> dict[str, dict[str, float]]:
     image, mask = scene_.image, scene_.mask
     hole = mask > 0
     fills: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
-    methods = ("patchmatch", *OPENCV_METHODS) if scene_.case.size == "1024" else ("patchmatch",)
+    methods = ("patchmatch", *OPENCV_METHODS) if opencv and scene_.case.size == "1024" else ("patchmatch",)
     engine_fill: Fill | None = None
     for method in methods:
         times = []
@@ -417,6 +424,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="PatchMatch runs per 5 %% case (median time); others run once; default 3")
     parser.add_argument("--only", default="", help="run only the cases whose name contains this")
     parser.add_argument("--split", choices=("check", "fit"), default="check", help="the photo set's part the cases come from")
+    parser.add_argument("--no-opencv", action="store_true", help="PatchMatch alone (quicker, for tuning; no SWD or PSNR goal)")
     parser.add_argument(
         "--option", action="append", default=[], metavar="NAME=VALUE",
         help="a PatchMatchEngine keyword argument (Python literal), e.g. --option patch_size=9; repeatable",
@@ -447,11 +455,11 @@ def main() -> int:
             print(f"  {case.name}: skipped, {missing}", file=sys.stderr)
             continue
         repeats = arguments.repeats if case.fraction <= 0.05 else 1
-        results[case.name] = measure(engine, made, repeats)
+        results[case.name] = measure(engine, made, repeats, opencv=not arguments.no_opencv)
         cases[case.name] = made
         row = results[case.name]["patchmatch"]
         print(
-            f"  {case.name:<30} {made.kind:<16} window x{made.enlarged:.2f}: {row['seconds']:.2f} s, "
+            f"  {case.name:<30} {made.kind:<16} photo x{made.scale:.2f}, {made.inside:.0%} over it: {row['seconds']:.2f} s, "
             f"energy {row['energy']:.3f}, seam {row['seam']:.3f}",
             flush=True,
         )
@@ -462,7 +470,7 @@ def main() -> int:
     print(table_header(seam=True))
     for name, result in results.items():
         print(table_row(name, result["patchmatch"], seam=True))
-    compared = {name: result for name, result in results.items() if cases[name].case.size == "1024"}
+    compared = {name: result for name, result in results.items() if "ns" in result}
     for method in OPENCV_METHODS:
         print(f"\n{method}, the 1024 x 1024 cases")
         print(table_header(seam=False))
