@@ -313,10 +313,15 @@ class PatchMatchEngine:
         return fine.hole.shape[0] / coarse.hole.shape[0], fine.hole.shape[1] / coarse.hole.shape[1]
 
     def _rounds(self, depth: int, count: int, detail: bool) -> int:
-        """EM rounds at a level: the finest starts from a settled coarse one and only sharpens it, unless it is the only level."""
-        if depth == 0 and detail:
+        """EM rounds at a level: the finest starts from a settled coarse one and only sharpens it, unless it is the only level.
+
+        Over a shrunk crop the finest is the detail pass, and the working size is finest of the
+        rest: it only sharpens what the coarser levels settled, as it did when it was the last.
+        """
+        if detail and depth == 0:
             return self.detail_em_iterations
-        return self.finest_em_iterations if depth == 0 and count > 1 else self.coarse_em_iterations
+        finest = 1 if detail else 0
+        return self.finest_em_iterations if depth == finest and count > finest + 1 else self.coarse_em_iterations
 
     def _vote(
         self, level: _Level, field: np.ndarray, weights: np.ndarray, radius: int, mode: str, sources: np.ndarray | None = None
