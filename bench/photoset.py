@@ -140,7 +140,9 @@ def _archive(package: str, version: str, source: bool) -> Path:
     if not found:
         folder.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(folder), f"{package}=={version}"]
-        command += ["--no-binary", ":all:", "--no-build-isolation"] if source else ["--only-binary", ":all:"]
+        # pip prepares a source archive's metadata, which needs its build requirements (pillow 13's
+        # setup.py imports pybind11): with build isolation pip fetches them, never into the .venv.
+        command += ["--no-binary", ":all:"] if source else ["--only-binary", ":all:"]
         try:
             fetched = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
         except subprocess.TimeoutExpired:
