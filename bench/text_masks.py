@@ -14,7 +14,9 @@ inpaint-mask-maker's confidence_thresh 0.5), on the checking part of the labelle
 every one of them has the same colour, "white horse"), and the absent classes as cases that must
 come back empty. Per case, precision and recall of the detections' boxes against the hand-made
 ones (IoU >= 0.5; a detection on an ignored object counts neither way). Goals: no case with a
-visible object empty; mean precision at least 0.85 and recall at least 0.8.
+visible object empty; mean precision at least 0.85 and recall at least 0.8. Last, the colour words
+apart from the detector: on every hand-boxed object with a labelled colour, whether the colour rules
+name that colour on the shape the engine refines from the hand-made box.
 
     .venv/bin/python bench/text_masks.py [--rounds 5] [--open] [--quality-only]
 """
@@ -39,6 +41,10 @@ from skimage import data
 
 from retouch.api.app import create_app
 from retouch.config import Settings
+from retouch.detection.colours import COLOUR_NAMES, has_colour
+from retouch.engines.centernet import CenterNetEngine
+from retouch.engines.coco_text_mask import CocoTextMaskEngine
+from retouch.engines.u2net import U2NetEngine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # bench/ is not a package: its photo set module is imported from beside this file.
@@ -113,6 +119,7 @@ def main() -> None:
             settings = Settings(home=home, weights_dir=Settings().weights_path, text_mask_engine="coco", auth=False)
             with TestClient(create_app(settings, workers=1)) as client:
                 quality(client, arguments.split)
+        colour_judgement(arguments.split)
         return
     with tempfile.TemporaryDirectory() as home, contextlib.ExitStack() as stack:
         clients = {}
@@ -153,6 +160,7 @@ def main() -> None:
         print(f"goal: the slowest case at 1024 px with the int8 refiner at most 0.50 s: {worst_1024['u2net-int8'] / 0.5:.2f} of it")
         print(f"ratio retouch/hosted at 1024 px, slowest case: {worst_1024['u2net-int8'] / HOSTED_SECONDS:.2f} (goal: at most 1.00)")
         quality(clients["u2net-int8"], arguments.split)
+        colour_judgement(arguments.split)
     if arguments.open:
         open_engine_overhead(arguments.rounds)
 
@@ -198,6 +206,32 @@ def score(detections: list[dict], truth: list[tuple[int, ...]], ignored: list[tu
     precision = true / counted if counted else (1.0 if not truth else 0.0)
     recall = true / len(truth) if truth else (1.0 if counted == 0 else 0.0)
     return precision, recall
+
+
+def colour_judgement(split: str) -> None:
+    """How often the colour rules name a hand-boxed object's labelled colour, judged on its refined shape as
+    the engine refines a box: the colour words' own share of the misses, apart from the detector's."""
+    settings = Settings()
+    engine = CocoTextMaskEngine(CenterNetEngine.from_settings(settings), U2NetEngine.from_settings(settings, settings.text_mask_refiner))
+    engine.setup("cpu")
+    judged = right = accepted = 0
+    misses = []
+    for photo in available(split)[0]:
+        image = load(photo)
+        for box in photo.boxes:
+            if box.colour is None:
+                continue
+            shape = engine.refine(image, box.box)
+            names = [name for name in COLOUR_NAMES if has_colour(image, shape, name, person=box.label == "person")]
+            judged += 1
+            right += box.colour in names
+            accepted += len(names)
+            if box.colour not in names:
+                misses.append(f"{photo.id} {box.label} {box.colour}: judged {', '.join(names) or 'none'}")
+    per_object = accepted / max(1, judged)
+    print(f"\ncolour words on the {split} part: {right} of {judged} labelled objects judged so; {per_object:.1f} names accepted per object")
+    for line in misses:
+        print(f"  missed: {line}")
 
 
 def quality(client: TestClient, split: str = "check") -> None:

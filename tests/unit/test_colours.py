@@ -120,3 +120,34 @@ def test_a_red_car_in_shade_is_red_where_it_is_lit():
     assert max(shares, key=lambda key: shares[key]) == "brown", "the case must need the lit pixels"
     assert has_colour(image, mask, "red") and has_colour(image, mask, "brown")
     assert not has_colour(image, mask, "orange")
+
+
+def test_a_lit_orange_fruit_is_orange_not_yellow():
+    image, mask = _shaded((245, 180, 40), (150, 90, 20))
+    assert has_colour(image, mask, "orange") and not has_colour(image, mask, "yellow")
+    gold, _ = _shaded((255, 215, 0), (170, 140, 0))
+    assert has_colour(gold, mask, "yellow") and not has_colour(gold, mask, "orange")
+
+
+def _person(shirt: tuple[int, int, int], skin: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A 20 x 20 person: face and arms of ``skin`` (70 %), a shirt of ``shirt`` (30 %)."""
+    image = np.full((20, 20, 3), skin, np.uint8)
+    image[8:14, :] = shirt
+    return image, np.full((20, 20), 255, np.uint8)
+
+
+@pytest.mark.parametrize("skin", [(225, 190, 170), (198, 134, 66), (141, 85, 36), (80, 52, 40)])
+def test_a_persons_colour_is_their_clothes(skin):
+    image, mask = _person(SWATCHES["blue"], skin)
+    assert not has_colour(image, mask, "blue"), "the case must need the person rule: skin is most of it"
+    assert has_colour(image, mask, "blue", person=True)
+    assert not has_colour(image, mask, "red", person=True) and not has_colour(image, mask, "white", person=True)
+    grey, _ = _person(SWATCHES["gray"], skin)
+    assert has_colour(grey, mask, "gray", person=True) and not has_colour(grey, mask, "blue", person=True)
+
+
+def test_a_person_in_skin_coloured_clothes_is_judged_on_every_pixel():
+    # Brown and tan cloth cannot be told from skin in Lab: with nothing else left, nothing is left out.
+    image, mask = _person((198, 134, 66), (225, 190, 170))
+    assert has_colour(image, mask, "orange", person=True)
+    assert not has_colour(image, mask, "blue", person=True) and not has_colour(image, mask, "green", person=True)

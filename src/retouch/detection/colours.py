@@ -12,6 +12,8 @@ cream horse in sunlight is "white" to anyone, though most of its pixels are grey
 coat under a white sky) or faintly yellow. The brightest `LIT_SHARE` of its pixels must be light
 (median lightness at least `WHITE_LIT_LIGHTNESS`) and nearly colourless (median chroma at most
 `WHITE_LIT_CHROMA`); a mid-grey elephant or a tan horse stays what it is.
+
+A person's colour is their clothes': "blue person" is judged with the skin-tone pixels left out.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ import numpy as np
 COLOUR_NAMES = ("white", "gray", "black", "red", "orange", "yellow", "green", "blue", "purple", "pink", "brown")
 MIN_SHARE = 0.35
 ACHROMATIC = ("white", "gray", "black")
-# Hue families by their upper hue bound (degrees, Lab): red runs from 350 through 0 to 50.
+# Hue families by their upper hue bound (degrees, Lab): red runs from 350 through 0 to 50. Orange ends at
+# 83, the Lab hue of sRGB (255, 191, 0), halfway between orange and yellow in sRGB hue: at 75 a lit
+# orange fruit read yellow.
 HUE_FAMILIES = ("red", "orange", "yellow", "green", "blue", "purple")
-_HUE_BOUNDS = np.array([50.0, 75.0, 115.0, 200.0, 300.0, 350.0])
+_HUE_BOUNDS = np.array([50.0, 83.0, 115.0, 200.0, 300.0, 350.0])
 # A chromatic colour names an object whose coloured pixels (those not white, grey or black) are at
 # least this share of it and mostly of that colour.
 MIN_CHROMATIC_SHARE = 0.15
@@ -35,6 +39,13 @@ LIT_SHARE = 0.4
 WHITE_LIT_LIGHTNESS = 64.0
 # Lab chroma: ivory and cream are about 10 to 20; a tan or beige coat 25 and more.
 WHITE_LIT_CHROMA = 22.0
+# Skin, pale to dark, in Lab: hue 30-80 degrees, chroma 8-50, lightness from 15 (sRGB (225, 190, 170)
+# is L 80, C 17, hue 54; (141, 85, 36) L 42, C 41, hue 65); pixel by pixel it is named orange or brown.
+SKIN_HUE = (30.0, 80.0)
+SKIN_CHROMA = (8.0, 50.0)
+SKIN_LIGHTNESS = 15.0
+SKIN_NAMES = ("orange", "brown", "pink")
+MIN_CLOTHES_SHARE = 0.25
 # Below this chroma (in Lab a*b* units) a pixel is achromatic: white, gray or black by lightness.
 _ACHROMATIC_CHROMA = 14.0
 
@@ -122,8 +133,26 @@ def colour_shares(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     return ObjectPixels.of(image, mask).shares()
 
 
-def has_colour(image: np.ndarray, mask: np.ndarray, colour: str) -> bool:
+def _skin(pixels: ObjectPixels) -> np.ndarray:
+    """Pixels of a skin tone, pale to dark: an orange-to-yellow hue at a moderate chroma."""
+    return (
+        (pixels.hue >= SKIN_HUE[0])
+        & (pixels.hue < SKIN_HUE[1])
+        & (pixels.chroma >= SKIN_CHROMA[0])
+        & (pixels.chroma <= SKIN_CHROMA[1])
+        & (pixels.lightness >= SKIN_LIGHTNESS)
+    )
+
+
+def has_colour(image: np.ndarray, mask: np.ndarray, colour: str, person: bool = False) -> bool:
+    """Whether a person would call the masked object ``colour``. A ``person``'s colour is their clothes':
+    skin-tone pixels are left out (unless that leaves under `MIN_CLOTHES_SHARE`, or the colour is one that
+    skin is named itself)."""
     pixels = ObjectPixels.of(image, mask)
+    if person and colour not in SKIN_NAMES and len(pixels.names):
+        clothes = ~_skin(pixels)
+        if clothes.mean() >= MIN_CLOTHES_SHARE:
+            pixels = ObjectPixels(pixels.lightness[clothes], pixels.chroma[clothes], pixels.hue[clothes], pixels.names[clothes])
     shares = pixels.shares()
     if not shares:
         return False

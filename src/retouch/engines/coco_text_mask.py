@@ -100,7 +100,8 @@ class CocoTextMaskEngine:
             if on_step is not None:
                 on_step(0.2 + 0.8 * (index + 1) / len(detections))
             matching = [query for query in queries if detection.class_id in query.class_ids]
-            if not any(all(has_colour(image, shape, colour) for colour in query.colours) for query in matching):
+            person = detection.label == "person"
+            if not any(all(has_colour(image, shape, colour, person=person) for colour in query.colours) for query in matching):
                 continue
             kept.append((detection, shape))
         if coloured:
