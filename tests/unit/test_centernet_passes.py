@@ -9,7 +9,7 @@ import pytest
 
 from retouch.detection.calibration import calibrate
 from retouch.engines import centernet
-from retouch.engines.centernet import INPUT_SIDE, ZOOM_OUT, CenterNetEngine
+from retouch.engines.centernet import INPUT_SIDE, ZOOM_OUTS, CenterNetEngine
 
 PERSON, DOG = 0, 16
 
@@ -18,7 +18,7 @@ class Network:
     """Answers each look with the rows a real network would give for what it sees, in the looked-at image's
     pixels (scale 1 on a photo of up to 512 pixels, else what letterboxing to 512 gives). The photo, of
     ``size`` times (300, 600), holds a person at (100, 50, 200, 250) and a dog at (380, 120, 560, 280) (times
-    ``size``). The zoomed-out look scores the person higher; the left tiles end at x = 400 (times ``size``),
+    ``size``). The zoomed-out looks score the person higher; the left tiles end at x = 400 (times ``size``),
     inside the dog, and see it cut there, scoring it higher."""
 
     def __init__(self, size: int) -> None:
@@ -35,13 +35,15 @@ class Network:
         full_height, full_width = 300 * self.size, 600 * self.size
         if (height, width) == (full_height, full_width):
             rows = [[*self.object((100, 50, 200, 250)), 0.30, PERSON], [*self.object((380, 120, 560, 280)), 0.60, DOG]]
-        elif int(image[0, 0, 2]) == centernet.PAD_VALUE:  # the zoomed-out canvas: the photo shrunk, in the middle
-            shrink = min(1.0, INPUT_SIDE / (ZOOM_OUT * max(full_height, full_width)))
-            small_width, small_height = round(full_width * shrink), round(full_height * shrink)
-            left, top = (width - small_width) // 2, (height - small_height) // 2
+        elif int(image[0, 0, 2]) == centernet.PAD_VALUE:  # a zoomed-out canvas: the photo shrunk, in the middle
+            photo_ys, photo_xs = np.nonzero(image[..., 2] != centernet.PAD_VALUE)
+            left, top = int(photo_xs.min()), int(photo_ys.min())
+            small_width, small_height = int(photo_xs.max()) + 1 - left, int(photo_ys.max()) + 1 - top
             x1, y1, x2, y2 = self.object((100, 50, 200, 250))
             fx, fy = small_width / full_width, small_height / full_height
-            rows = [[left + x1 * fx, top + y1 * fy, left + x2 * fx, top + y2 * fy, 0.55, PERSON], [1, 1, 5, 5, np.nan, 3]]
+            # The first zoomed-out look scores the person highest, the smaller one a little less.
+            score = 0.55 if small_width * ZOOM_OUTS[0] > width - 2 else 0.50
+            rows = [[left + x1 * fx, top + y1 * fy, left + x2 * fx, top + y2 * fy, score, PERSON], [1, 1, 5, 5, np.nan, 3]]
         else:  # a tile: the photo's red and green channels say where it was cut from (x / 3 / size, y / 3 / size)
             left, top = 3 * self.size * int(image[0, 0, 0]), 3 * self.size * int(image[0, 0, 1])
             x1, y1, x2, y2 = self.object((380, 120, 560, 280))
@@ -72,11 +74,12 @@ def test_every_pass_looks_and_its_boxes_come_back_in_photo_pixels(monkeypatch: p
     detector, network = engine(monkeypatch, size)
     detections = detector.detect(photo(size))
     assert network.looks[0] == (300 * size, 600 * size)
-    assert max(network.looks[1]) <= INPUT_SIDE, "the zoomed-out canvas is made at the network's size, not the photo's"
-    assert network.looks[2:] == [(200 * size, 400 * size)] * 4
+    zoomed = network.looks[1 : 1 + len(ZOOM_OUTS)]
+    assert all(max(look) <= INPUT_SIDE for look in zoomed), "a zoomed-out canvas is made at the network's size, not the photo's"
+    assert network.looks[1 + len(ZOOM_OUTS) :] == [(200 * size, 400 * size)] * 4
     assert sorted(detection.label for detection in detections) == ["dog", "person"], "a NaN row is skipped, each object is one detection"
     by_label = {detection.label: detection for detection in detections}
-    # The person's best look was the zoomed-out one: its raw score, its box mapped back to the photo.
+    # The person's best look was the first zoomed-out one: its raw score, its box mapped back to the photo.
     person = by_label["person"]
     assert person.raw_score == pytest.approx(0.55)
     assert person.box == pytest.approx(tuple(value * size for value in (100, 50, 200, 250)), abs=2 * size)

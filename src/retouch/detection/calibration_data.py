@@ -11,11 +11,11 @@ non-maximum suppression; a detection is true when it is the best match (IoU >= 0
 object of its class, and one on an object labelled as ignored (too small, hidden, doubtful) is left
 out.
 
-In words: the best detection of the named class in a photo (KNOTS_BEST; 480 detections, 100 true)
-is a real object one time in five at a raw 0.35, two in three at 0.45, nine in ten from 0.65; any
-other detection (KNOTS; 4,840 detections, 66 true) one in ten at 0.32, one in four at 0.41, three in
-five from 0.55. So automatic-mask-generator's 0.2 keeps a best detection from a raw of about 0.34 up
-and another from 0.38; inpaint-mask-maker's 0.5 from about 0.42 and 0.52.
+In words: the best detection of the named class in a photo (KNOTS_BEST; 506 detections, 103 true)
+is a real object one time in four at a raw 0.37, one in two at 0.42, nine in ten from 0.70; any
+other detection (KNOTS; 5,517 detections, 66 true) one in twelve at 0.32, one in three at 0.43, one in
+two from 0.52. So automatic-mask-generator's 0.2 keeps a best detection from a raw of about 0.35 up
+and another from 0.37; inpaint-mask-maker's 0.5 from about 0.42 and 0.52.
 """
 
 from __future__ import annotations
@@ -23,28 +23,30 @@ from __future__ import annotations
 KNOTS_BEST: list[tuple[float, float]] = [
     (0.0, 0.0),
     (0.0719, 0.0057),
-    (0.1217, 0.0244),
-    (0.1752, 0.0294),
-    (0.2224, 0.0294),
-    (0.2777, 0.1304),
-    (0.3457, 0.2188),
-    (0.455, 0.65),
-    (0.5393, 0.7273),
-    (0.6471, 0.9231),
-    (0.7737, 0.9302),
+    (0.1223, 0.0119),
+    (0.1736, 0.0182),
+    (0.2237, 0.1111),
+    (0.2716, 0.1111),
+    (0.3214, 0.1538),
+    (0.373, 0.25),
+    (0.4237, 0.5455),
+    (0.4807, 0.6154),
+    (0.551, 0.7273),
+    (0.7046, 0.9123),
+    (0.8138, 1.0),
     (1.0, 1.0),
 ]
 
 KNOTS: list[tuple[float, float]] = [
     (0.0, 0.0),
-    (0.0688, 0.0007),
-    (0.1221, 0.003),
-    (0.1711, 0.0047),
-    (0.2225, 0.026),
-    (0.2714, 0.0309),
-    (0.3187, 0.1017),
-    (0.4082, 0.2588),
-    (0.5482, 0.5789),
-    (0.6707, 0.619),
+    (0.0825, 0.0007),
+    (0.1712, 0.002),
+    (0.2389, 0.0303),
+    (0.3191, 0.0794),
+    (0.3752, 0.2308),
+    (0.4343, 0.3191),
+    (0.522, 0.5),
+    (0.6333, 0.5),
+    (0.7373, 0.6),
     (1.0, 1.0),
 ]
