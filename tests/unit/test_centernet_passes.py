@@ -101,3 +101,31 @@ def test_two_objects_of_one_pass_are_left_to_the_callers_suppression(monkeypatch
     pair = np.array([[100, 50, 200, 250, 0.7, PERSON], [110, 50, 210, 250, 0.6, PERSON]], np.float32)
     monkeypatch.setattr(detector, "raw_detections", lambda image: (pair if image.shape[:2] == (300, 600) else np.empty((0, 6), np.float32), 1.0))
     assert len(detector.detect(photo(1))) == 2
+
+
+SHEEP, HORSE, TIE = 18, 17, 27
+
+
+@pytest.mark.parametrize(
+    ("rows", "kept"),
+    [
+        # Puppies read as sheep by one look: a dog scored confidently on the same box.
+        ([[100, 50, 200, 250, 0.83, DOG], [102, 52, 200, 250, 0.54, SHEEP]], ["dog"]),
+        # A horse beside a sheep reading that no class is sure of: both stay, for the calibration to judge.
+        ([[100, 50, 200, 250, 0.46, SHEEP], [100, 50, 200, 250, 0.43, HORSE]], ["horse", "sheep"]),
+        # A dog only a little surer than the sheep reading: not clearly another object's misreading.
+        ([[100, 50, 200, 250, 0.62, DOG], [100, 50, 200, 250, 0.58, SHEEP]], ["dog", "sheep"]),
+        # A tie fills a close-up portrait's box: a person and a tie are not one exclusive group.
+        ([[100, 50, 200, 250, 0.83, PERSON], [110, 60, 200, 250, 0.50, TIE]], ["person", "tie"]),
+        # A sheep elsewhere in the photo is not a misread dog.
+        ([[100, 50, 200, 250, 0.83, DOG], [400, 50, 500, 250, 0.54, SHEEP]], ["dog", "sheep"]),
+    ],
+)
+def test_a_box_another_animal_scores_surely_is_that_animal_misread(monkeypatch: pytest.MonkeyPatch, rows, kept) -> None:
+    detector = CenterNetEngine(Path("unused.onnx"))
+    answer = np.array(rows, np.float32)
+    monkeypatch.setattr(detector, "raw_detections", lambda image: (answer if image.shape[:2] == (300, 600) else np.empty((0, 6), np.float32), 1.0))
+    assert sorted(detection.label for detection in detector.detect(photo(1))) == kept
+    # Asking for the sheep alone changes nothing: the dog's box still tells.
+    asked = {int(row[5]) for row in rows if int(row[5]) != DOG}
+    assert sorted(detection.label for detection in detector.detect(photo(1), class_ids=asked)) == [label for label in kept if label != "dog"]

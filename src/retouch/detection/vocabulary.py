@@ -27,6 +27,14 @@ COCO_CLASSES: tuple[str, ...] = (
 
 _ANIMALS = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe")
 _VEHICLES = ("bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat")
+_FOODS = ("banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake")
+_TABLEWARE = ("bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl")
+
+# COCO's supercategories whose members cannot be one object: a box is a dog or a sheep, never both (a
+# tie and a person, a plant and its table, can share one). The class id of each member -> its group.
+EXCLUSIVE_GROUP: dict[int, int] = {
+    COCO_CLASSES.index(name): number for number, group in enumerate((_ANIMALS, _VEHICLES, _FOODS, _TABLEWARE)) for name in group
+}
 
 # Other words for a class (singular; plurals are derived). A word may stand for several classes.
 SYNONYMS: dict[str, tuple[str, ...]] = {
