@@ -33,7 +33,7 @@ import numpy as np
 
 from retouch.engines import patchmatch_kernels as kernels
 from retouch.errors import InvalidInput
-from retouch.imaging.crop import crop_around_mask, paste_back, shrink_mask
+from retouch.imaging.crop import CropPlan, crop_around_mask, paste_back, shrink_mask
 from retouch.imaging.masks import binarize
 
 logger = logging.getLogger(__name__)
@@ -197,10 +197,22 @@ class PatchMatchEngine:
         a mask over the whole image raises InvalidInput. The same seed gives the same output.
         ``on_step(fraction)`` is called after each EM round (it may raise to stop the fill).
         """
-        return self.fill(image, mask, seed, on_step).image
+        return self._fill(image, mask, seed, on_step)[0]
 
     def fill(self, image: np.ndarray, mask: np.ndarray, seed: int, on_step: Callable[[float], None] | None = None) -> Fill:
         """:meth:`predict`'s image with the source of every hole pixel (see :class:`Fill`)."""
+        filled, plan, hole_sources = self._fill(image, mask, seed, on_step)
+        # Built here, not in predict(): an image-sized array a request never reads (96 MB at 12 MP).
+        sources = np.full((*image.shape[:2], 2), -1, dtype=np.int32)
+        if plan is not None:
+            sources[plan.top : plan.bottom, plan.left : plan.right][plan.mask > 0] = hole_sources + np.array([plan.top, plan.left], dtype=np.int32)
+        return Fill(filled, sources)
+
+    def _fill(
+        self, image: np.ndarray, mask: np.ndarray, seed: int, on_step: Callable[[float], None] | None
+    ) -> tuple[np.ndarray, CropPlan | None, np.ndarray]:
+        """The filled image, the crop it was filled in (None when the mask selects nothing) and the crop's
+        hole pixels' sources (N x 2 in the crop, row-major)."""
         _check_image(image)
         if not isinstance(mask, np.ndarray) or mask.ndim != 2 or mask.shape != image.shape[:2]:
             described = f"shape {mask.shape}" if isinstance(mask, np.ndarray) else type(mask).__name__
@@ -211,9 +223,8 @@ class PatchMatchEngine:
             raise InvalidInput(f"seed is {seed!r}; PatchMatch takes a whole number >= 0")
         binary = binarize(mask)
         hole = binary > 0
-        sources = np.full((*hole.shape, 2), -1, dtype=np.int32)
         if not hole.any():
-            return Fill(image.copy(), sources)
+            return image.copy(), None, np.empty((0, 2), dtype=np.int32)
         if hole.all():
             raise InvalidInput("the mask covers the whole image: there is nothing left to fill from")
         # The box at full resolution; complete() shrinks it to max_side itself, so that its last
@@ -222,9 +233,7 @@ class PatchMatchEngine:
         working_scale = min(1.0, self.max_side / max(plan.box_shape))
         with _KERNEL_LOCK:
             filled, hole_sources = self._complete(plan.image, plan.mask > 0, int(seed), on_step, working_scale)
-        box_hole = plan.mask > 0
-        sources[plan.top : plan.bottom, plan.left : plan.right][box_hole] = hole_sources + np.array([plan.top, plan.left], dtype=np.int32)
-        return Fill(paste_back(image, plan, filled, binary, feather=self.seam_width), sources)
+        return paste_back(image, plan, filled, binary, feather=self.seam_width), plan, hole_sources
 
     def complete(
         self, image: np.ndarray, hole: np.ndarray, seed: int, on_step: Callable[[float], None] | None = None, working_scale: float = 1.0
